@@ -1,0 +1,8 @@
+"""polybus-patterns: integration patterns written once on the polybus core interface.
+
+Depends on ``polybus`` only, never on an adapter, so every pattern works on every broker.
+The patterns themselves (retry, dead letter, idempotency, competing consumers, fan-out,
+request-reply) arrive with their own issue; this package holds their place in the workspace.
+"""
+
+__all__: list[str] = []

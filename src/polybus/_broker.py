@@ -1,0 +1,69 @@
+"""``Broker``: a connection to one message broker, made by ``polybus.connect(url)``.
+
+Adapters subclass it: set ``scheme`` and ``capabilities``, implement ``_open``, ``_aclose`` and
+``_topic``. The base closes every producer and consumer still open when the broker closes.
+Imports core modules only.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from polybus._capabilities import Capabilities
+from polybus._errors import MessageTooLargeError
+from polybus._message import Message
+from polybus._resource import AsyncResource
+from polybus._topic import Topic, check_name
+
+__all__ = ["Broker"]
+
+
+class Broker(AsyncResource):
+    """A connection to a broker. Use as ``async with polybus.connect(url) as broker``.
+
+    Connecting happens on entering (or first use); ``aclose()`` closes every producer and
+    consumer made from it, then the connection.
+    """
+
+    scheme: ClassVar[str] = ""
+    capabilities: Capabilities
+    default_prefetch: int = 100
+
+    def __init__(self) -> None:
+        self._children: set[AsyncResource] = set()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.display_url}{' closed' if self._closed else ''}>"
+
+    @property
+    def display_url(self) -> str:
+        """The broker URL with any password replaced by ``***``."""
+        return f"{self.scheme}://"
+
+    def topic(self, name: str) -> Topic:
+        """The topic called ``name`` (nothing is created until it is used or ``ensure()``-d)."""
+        self._check_open()
+        return self._topic(check_name(name, "topic"))
+
+    def _topic(self, name: str) -> Topic:
+        raise NotImplementedError
+
+    def _track(self, child: AsyncResource) -> None:
+        self._children.add(child)
+
+    def _untrack(self, child: AsyncResource) -> None:
+        self._children.discard(child)
+
+    async def aclose(self) -> None:
+        """Close every producer and consumer made from this broker, then the connection. Idempotent."""
+        if self._closed:
+            return
+        for child in list(self._children):
+            await child.aclose()
+        await super().aclose()
+
+    @staticmethod
+    def _check_sizes(messages: list[Message], limit: int, topic: str) -> None:
+        for message in messages:
+            if len(message.body) > limit or message.size > limit:
+                raise MessageTooLargeError(message.size, limit, topic=topic)

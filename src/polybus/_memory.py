@@ -1,0 +1,279 @@
+"""The in-memory broker, ``memory://``: a real adapter that lives inside one Python process.
+
+It implements the whole semantic model (groups with fan-out between them and competing consumers
+inside each, ack / nack(delay) / reject, attempt counting, redelivery of what a closed consumer
+held, per-key order for a single consumer, bounded prefetch) and passes the contract suite.
+``memory://NAME`` brokers with the same NAME share their topics, the way two connections to one
+server would; nothing outlives the process. No asyncio object is kept in the shared state, so
+brokers in different event loops (one ``asyncio.run`` per test) may share it safely.
+Imports core modules only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+
+from polybus._broker import Broker
+from polybus._capabilities import Capabilities, Support
+from polybus._consumer import Consumer
+from polybus._delivery import Delivery, Outcome
+from polybus._errors import ConfigurationError, NotFoundError
+from polybus._message import Message
+from polybus._producer import Producer
+from polybus._settings import describe_error, split_url, url_options
+from polybus._topic import GroupStats, Topic, TopicStats
+
+__all__ = ["MemoryBroker", "MemorySettings"]
+
+
+class MemorySettings(pydantic.BaseModel):
+    """Options of ``memory://NAME?max_message_size=...&prefetch=...``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str = ""
+    """Brokers with the same name share topics within the process."""
+    max_message_size: int = pydantic.Field(default=1024 * 1024, ge=1)
+    """Largest message accepted, in bytes (1 MiB, as the most limited real broker, by default)."""
+    prefetch: int = pydantic.Field(default=100, ge=1)
+    """Default ``prefetch`` of consumers."""
+
+
+class _Entry:
+    __slots__ = ("deliveries", "message")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.deliveries = 0
+
+
+class _Group:
+    """One group's queue: ready entries, delayed entries (a heap by due time), in-flight count."""
+
+    def __init__(self, durable: bool) -> None:
+        self.durable = durable
+        self.ready: collections.deque[_Entry] = collections.deque()
+        self.delayed: list[tuple[float, int, _Entry]] = []
+        self.in_flight = 0
+        self.waiters: set[Callable[[], None]] = set()
+
+    def promote_due(self, now: float) -> float | None:
+        """Move due delayed entries to ready; return seconds until the next one, if any."""
+        while self.delayed and self.delayed[0][0] <= now:
+            self.ready.append(heapq.heappop(self.delayed)[2])
+        return self.delayed[0][0] - now if self.delayed else None
+
+    def wake(self) -> None:
+        for waiter in list(self.waiters):
+            waiter()
+
+
+class _TopicState:
+    def __init__(self) -> None:
+        self.groups: dict[str, _Group] = {}
+        self.listeners: set[_Group] = set()
+        self.sent = 0
+        self.deleted = False
+
+    def publish(self, message: Message) -> None:
+        for group in itertools.chain(self.groups.values(), self.listeners):
+            group.ready.append(_Entry(message))
+            if group.waiters:
+                group.wake()
+
+
+class _Hub:
+    """The shared state of every ``memory://NAME`` broker with one NAME."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, _TopicState] = {}
+
+
+_HUBS: dict[str, _Hub] = collections.defaultdict(_Hub)
+_SEQ = itertools.count()
+
+
+class MemoryBroker(Broker):
+    """The in-process broker. ``polybus.connect("memory://")``."""
+
+    scheme = "memory"
+
+    def __init__(self, settings: MemorySettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or MemorySettings()
+        self.default_prefetch = self.settings.prefetch
+        self._hub = _HUBS[self.settings.name]
+        self.capabilities = Capabilities(
+            competing_consumers=Support.NATIVE,
+            fan_out=Support.NATIVE,
+            ordering_per_key=Support.NATIVE,
+            delayed_nack=Support.NATIVE,
+            delivery_count=Support.NATIVE,
+            dead_letter=Support.UNSUPPORTED,
+            replay=Support.UNSUPPORTED,
+            priority=Support.UNSUPPORTED,
+            dedup=Support.UNSUPPORTED,
+            backlog_stats=Support.NATIVE,
+            max_message_size=self.settings.max_message_size,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryBroker:
+        """Build from ``memory://NAME?option=value``; keyword options override the URL's."""
+        parts = split_url(url)
+        values: dict[str, Any] = {"name": parts.netloc, **url_options(parts), **options}
+        try:
+            return cls(MemorySettings(**values))
+        except pydantic.ValidationError as exc:
+            raise ConfigurationError(f"invalid memory:// options: {describe_error(exc, url)}") from None
+
+    @property
+    def display_url(self) -> str:
+        return f"memory://{self.settings.name}"
+
+    def _topic(self, name: str) -> MemoryTopic:
+        return MemoryTopic(self, name)
+
+    def _state(self, name: str) -> _TopicState:
+        state = self._hub.topics.get(name)
+        if state is None:
+            raise NotFoundError(f"topic {name!r} does not exist on {self.display_url}")
+        return state
+
+
+class MemoryTopic(Topic):
+    broker: MemoryBroker
+
+    async def _ensure(self) -> None:
+        self.broker._hub.topics.setdefault(self.name, _TopicState())
+
+    async def _delete(self) -> None:
+        state = self.broker._state(self.name)
+        state.deleted = True
+        del self.broker._hub.topics[self.name]
+        for group in itertools.chain(state.groups.values(), state.listeners):
+            group.wake()
+
+    async def _stats(self) -> TopicStats:
+        state = self.broker._state(self.name)
+        return TopicStats(
+            topic=self.name,
+            groups={
+                name: GroupStats(backlog=len(g.ready) + len(g.delayed), in_flight=g.in_flight)
+                for name, g in state.groups.items()
+            },
+            messages=state.sent,
+        )
+
+    def _producer(self, **options: Any) -> MemoryProducer:
+        return MemoryProducer(self)
+
+    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> MemoryConsumer:
+        return MemoryConsumer(self, group, prefetch)
+
+
+class MemoryProducer(Producer):
+    topic: MemoryTopic
+
+    async def _publish(self, messages: list[Message]) -> list[str]:
+        state = self.topic.broker._state(self.topic.name)
+        for message in messages:
+            state.publish(message)
+        state.sent += len(messages)
+        await asyncio.sleep(0)  # a send is a suspension point, as on every networked broker
+        return [m.id for m in messages]
+
+
+class MemoryConsumer(Consumer):
+    topic: MemoryTopic
+
+    _group_state: _Group
+    _state: _TopicState
+
+    async def _open(self) -> None:
+        self._state = self.topic.broker._state(self.topic.name)
+        if self.group is None:
+            self._group_state = _Group(durable=False)
+            self._state.listeners.add(self._group_state)
+        else:
+            self._group_state = self._state.groups.setdefault(self.group, _Group(durable=True))
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._group_state.waiters.add(self._wake)
+
+    def _interrupt(self) -> None:
+        self._event.set()
+
+    def _wake(self) -> None:
+        if asyncio.get_running_loop() is self._loop:
+            self._event.set()
+        else:  # pragma: no cover - a producer in another thread's loop
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def _fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        group = self._group_state
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._state.deleted:
+                raise NotFoundError(f"topic {self.topic.name!r} was deleted")
+            now = time.monotonic()
+            next_due = group.promote_due(now)
+            if group.ready:
+                return [self._deliver(group.ready.popleft()) for _ in range(min(max_messages, len(group.ready)))]
+            wait = deadline - now
+            if next_due is not None:
+                wait = min(wait, next_due)
+            if wait <= 0 or self._closed:
+                return []
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), wait)
+            except TimeoutError:
+                pass
+
+    def _deliver(self, entry: _Entry) -> Delivery:
+        entry.deliveries += 1
+        self._group_state.in_flight += 1
+        m = entry.message
+        return Delivery(
+            self,
+            id=m.id,
+            topic=self.topic.name,
+            body=m.body,
+            headers=dict(m.headers),
+            key=m.key,
+            timestamp=m.timestamp,
+            attempt=entry.deliveries,
+            native=entry,
+        )
+
+    async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
+        group = self._group_state
+        group.in_flight -= 1
+        if outcome is Outcome.NACK:
+            entry: _Entry = delivery.native
+            if delay:
+                heapq.heappush(group.delayed, (time.monotonic() + delay, next(_SEQ), entry))
+            else:
+                group.ready.append(entry)
+            group.wake()
+
+    async def _release(self, deliveries: list[Delivery]) -> None:
+        group = self._group_state
+        group.waiters.discard(self._wake)
+        # back to the front, in the order they were first handed out
+        for delivery in reversed(deliveries):
+            group.in_flight -= 1
+            group.ready.appendleft(delivery.native)
+        if self.group is None:
+            self._state.listeners.discard(group)
+        elif deliveries:
+            group.wake()

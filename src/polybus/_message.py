@@ -1,0 +1,127 @@
+"""Messages and their codecs: what goes on the wire, and how bodies are encoded and decoded.
+
+Bodies are bytes on the wire. ``send`` accepts bytes, str, JSON-serialisable values and pydantic
+models; the content type travels in the ``content-type`` header so the consumer can decode it.
+There is no pickle anywhere. Imports only ``polybus._errors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+import uuid
+from typing import Any, TypeVar
+
+import pydantic
+
+from polybus._errors import DecodeError, EncodeError
+
+__all__ = [
+    "CONTENT_TYPE",
+    "ID_HEADER",
+    "Message",
+    "decode_body",
+    "encode_body",
+    "new_message_id",
+]
+
+CONTENT_TYPE = "content-type"
+"""Header naming the body's content type (``application/json``, ``text/plain; charset=utf-8``...)."""
+ID_HEADER = "polybus-id"
+"""Header carrying the message id on brokers that have no native id field of their own."""
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+BYTES = "application/octet-stream"
+
+T = TypeVar("T")
+
+
+def new_message_id() -> str:
+    """A new unique message id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+@dataclasses.dataclass(slots=True)
+class Message:
+    """A message ready to send: an encoded body plus headers and an optional ordering key.
+
+    Build one with :meth:`Message.of` to encode a Python value, or directly from bytes.
+    """
+
+    body: bytes
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    key: str | None = None
+    id: str = dataclasses.field(default_factory=new_message_id)
+    timestamp: float = dataclasses.field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, value: Any, *, key: str | None = None, headers: dict[str, str] | None = None) -> Message:
+        """Encode ``value`` (bytes, str, JSON value or pydantic model) into a message."""
+        if isinstance(value, Message):
+            return value
+        body, content_type = encode_body(value)
+        merged = {CONTENT_TYPE: content_type}
+        if headers:
+            merged.update(check_headers(headers))
+        if key is not None and not isinstance(key, str):
+            raise EncodeError(f"key must be a str or None, not {type(key).__name__}")
+        return cls(body=body, headers=merged, key=key)
+
+    @property
+    def size(self) -> int:
+        """Bytes this message occupies: body plus header names and values (UTF-8)."""
+        return len(self.body) + sum(len(k.encode()) + len(v.encode()) for k, v in self.headers.items())
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Return ``headers`` if every name and value is a str; raise :class:`EncodeError` otherwise."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise EncodeError(
+                f"headers must map str to str; got {type(name).__name__} -> {type(value).__name__} for {name!r}"
+            )
+    return headers
+
+
+def encode_body(value: Any) -> tuple[bytes, str]:
+    """Encode a body; return the bytes and their content type."""
+    if isinstance(value, bytes):
+        return value, BYTES
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value), BYTES
+    if isinstance(value, str):
+        return value.encode(), TEXT
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump_json().encode(), JSON
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(), JSON
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(
+            f"cannot encode a {type(value).__name__} body: send bytes, str, a JSON-serialisable value "
+            "or a pydantic model (polybus never pickles)"
+        ) from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(model: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(model)
+
+
+def decode_body(body: bytes, model: type[T] | Any = None) -> Any:
+    """Decode JSON ``body``, validated into ``model`` (a pydantic model or any type pydantic knows)."""
+    try:
+        if model is None:
+            return json.loads(body)
+        if model is bytes:
+            return body
+        if model is str:
+            return body.decode()
+        if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+            return model.model_validate_json(body)
+        return _adapter(model).validate_json(body)
+    except (ValueError, UnicodeDecodeError, pydantic.ValidationError) as exc:
+        what = "JSON" if model is None else getattr(model, "__name__", repr(model))
+        raise DecodeError(f"body of {len(body)} bytes does not decode as {what}: {exc}") from exc

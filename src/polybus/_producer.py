@@ -1,0 +1,71 @@
+"""``Producer``: sends messages to one topic; every send returns after the broker confirmed it.
+
+Adapters subclass it and implement ``_publish``. Imports the core message, error and resource
+modules only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from polybus._message import Message
+from polybus._resource import AsyncResource
+
+if TYPE_CHECKING:
+    from polybus._topic import Topic
+
+__all__ = ["Producer"]
+
+
+class Producer(AsyncResource):
+    """Sends to one topic. Use as ``async with topic.producer() as producer``.
+
+    ``send`` and ``send_many`` return only after the broker confirmed the message(s); on an error
+    they raise, and a message that raised may or may not have been stored (at-least-once: resend).
+    """
+
+    def __init__(self, topic: Topic) -> None:
+        self.topic = topic
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} topic={self.topic.name!r}{' closed' if self._closed else ''}>"
+
+    async def _open(self) -> None:
+        await self.topic.ensure()
+        self.topic.broker._track(self)
+
+    async def _aclose(self) -> None:
+        self.topic.broker._untrack(self)
+
+    async def send(
+        self, body: Any, *, key: str | None = None, headers: dict[str, str] | None = None
+    ) -> str:
+        """Send one message and return its id once the broker confirmed it.
+
+        ``body`` is bytes, str, a JSON-serialisable value or a pydantic model.
+        """
+        return (await self.send_many([Message.of(body, key=key, headers=headers)]))[0]
+
+    async def send_many(self, items: Iterable[Any]) -> list[str]:
+        """Send many messages in batches; return their ids once the broker confirmed all of them.
+
+        Each item is a :class:`~polybus.Message` or a body as accepted by :meth:`send`.
+        """
+        if not self._opened:
+            await self.open()
+        self._check_open()
+        messages = [item if isinstance(item, Message) else Message.of(item) for item in items]
+        limit = self.topic.broker.capabilities.max_message_size
+        if limit is not None:
+            self.topic.broker._check_sizes(messages, limit, self.topic.name)
+        if not messages:
+            return []
+        return await self._publish(messages)
+
+    async def flush(self) -> None:
+        """Wait until everything sent so far is confirmed. Sends already wait, so this is cheap."""
+
+    async def _publish(self, messages: list[Message]) -> list[str]:
+        """Adapters: store ``messages`` on the broker, wait for its confirmation, return their ids."""
+        raise NotImplementedError

@@ -1,0 +1,15 @@
+"""polybus.testing: the public contract suite, its pytest plugin, and broker provisioning.
+
+    # in an adapter's tests/test_contract.py
+    from polybus.testing.contract import BrokerContract
+
+    class TestMyBroker(BrokerContract):
+        pass   # with a ``polybus_url`` fixture in conftest.py
+
+Run against any URL: ``pytest -p polybus.testing.plugin --pyargs polybus.testing.contract
+--polybus-url=redis://localhost:6379``. This package may import pytest; the core must not import it.
+"""
+
+from polybus.testing._names import unique_name
+
+__all__ = ["unique_name"]
