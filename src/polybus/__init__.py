@@ -32,6 +32,7 @@ from polybus._errors import (
 )
 from polybus._message import Message
 from polybus._producer import Producer
+from polybus._reconnect import ReconnectPolicy
 from polybus._registry import connect, installed_schemes
 from polybus._settings import PolybusSettings, redact_url
 from polybus._topic import GroupStats, Topic, TopicStats
@@ -62,6 +63,7 @@ __all__ = [
     "PolybusSettings",
     "Producer",
     "PublishError",
+    "ReconnectPolicy",
     "Support",
     "Topic",
     "TopicStats",

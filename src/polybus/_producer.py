@@ -6,6 +6,7 @@ modules only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ class Producer(AsyncResource):
 
     def __init__(self, topic: Topic) -> None:
         self.topic = topic
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} topic={self.topic.name!r}{' closed' if self._closed else ''}>"
@@ -34,6 +37,15 @@ class Producer(AsyncResource):
     async def _open(self) -> None:
         await self.topic.ensure()
         self.topic.broker._track(self)
+
+    async def aclose(self) -> None:
+        """Wait for the sends under way to be confirmed (or fail), then close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True  # refuse new sends from now on
+        await self.flush()
+        if self._opened:
+            await self._aclose()
 
     async def _aclose(self) -> None:
         self.topic.broker._untrack(self)
@@ -61,10 +73,21 @@ class Producer(AsyncResource):
             self.topic.broker._check_sizes(messages, limit, self.topic.name)
         if not messages:
             return []
-        return await self._publish(messages)
+        self._in_flight += 1
+        try:
+            return await self._publish(messages)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
 
     async def flush(self) -> None:
-        """Wait until everything sent so far is confirmed. Sends already wait, so this is cheap."""
+        """Wait until every send under way is confirmed or has failed."""
+        while self._in_flight:
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            self._idle.clear()
+            await self._idle.wait()
 
     async def _publish(self, messages: list[Message]) -> list[str]:
         """Adapters: store ``messages`` on the broker, wait for its confirmation, return their ids."""

@@ -1,0 +1,94 @@
+"""The polybus pytest plugin: runs ``async def`` tests, provides ``polybus_url``, finds brokers.
+
+Enable it with ``-p polybus.testing.plugin`` (or ``pytest_plugins = ["polybus.testing.plugin"]``).
+
+- ``async def`` tests run in a fresh event loop each (``asyncio.run``), bounded by
+  ``@pytest.mark.polybus(timeout=...)`` (default 120 s). Fixtures are plain (sync) fixtures.
+- ``--polybus-url URL`` (or ``POLYBUS_TEST_URL``) sets the ``polybus_url`` fixture the contract
+  suite runs against; the default is ``memory://``. Adapters override the fixture.
+- :func:`broker_url` finds a real broker through :mod:`polybus.testing.provision` and skips the
+  test when none is found, or fails it when brokers are required (``CI`` set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from typing import Any
+
+import pytest
+
+from polybus.testing import provision
+from polybus.testing.contract import ContractConfig
+
+__all__ = ["broker_url"]
+
+DEFAULT_TIMEOUT = 120.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("polybus")
+    group.addoption(
+        "--polybus-url",
+        default=None,
+        help="broker URL the polybus contract suite runs against (default: POLYBUS_TEST_URL or memory://)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "polybus(timeout=120): async polybus test settings")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return provision.report_lines()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    provision.release_all()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    func = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(func):
+        return None
+    marker = pyfuncitem.get_closest_marker("polybus")
+    timeout = float(marker.kwargs.get("timeout", DEFAULT_TIMEOUT)) if marker else DEFAULT_TIMEOUT
+    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+
+    async def run() -> Any:
+        try:
+            async with asyncio.timeout(timeout):
+                return await func(**kwargs)
+        except TimeoutError:
+            pytest.fail(f"test did not finish within {timeout:.0f}s", pytrace=False)
+
+    asyncio.run(run())
+    return True
+
+
+def broker_url(name: str) -> str:
+    """URL of a real ``name`` broker (rabbitmq, kafka, sqs, nats, redis), found or started.
+
+    Skips the calling test when none can be had, or fails it when brokers are required.
+    """
+    try:
+        return provision.acquire(name).url
+    except provision.BrokerUnavailable as exc:
+        if provision.required(name):
+            pytest.fail(f"{name} broker required (CI or POLYBUS_REQUIRE_BROKERS) but unavailable: {exc}")
+        pytest.skip(f"no {name} broker: {exc}")
+
+
+@pytest.fixture(scope="session")
+def polybus_url(request: pytest.FixtureRequest) -> str:
+    """The broker URL the contract suite runs against."""
+    url: str | None = request.config.getoption("--polybus-url")
+    return url or os.environ.get("POLYBUS_TEST_URL") or "memory://"
+
+
+@pytest.fixture
+def polybus_contract_config() -> ContractConfig:
+    """Knobs of the contract suite; override in a conftest.py to scale it down for a slow broker."""
+    return ContractConfig()
