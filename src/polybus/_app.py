@@ -75,12 +75,15 @@ async def run_consumer(
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     stop = stop or asyncio.Event()
 
+    def running() -> bool:
+        return not stop.is_set() and not consumer.closed
+
     async def worker() -> None:
-        while not stop.is_set() and not consumer.closed:
+        while running():
             try:
                 delivery = await consumer.receive(timeout=0.25)
             except PolybusError as exc:
-                if consumer.closed:
+                if not running():
                     return
                 log.warning("receive from %r failed: %s; retrying", consumer, exc)
                 await asyncio.sleep(0.5)
@@ -110,13 +113,13 @@ class _Subscription:
 class App:
     """A service: subscriptions declared with :meth:`subscribe`, run together with :meth:`run`.
 
-        app = polybus.App(middlewares=[...])
+    app = polybus.App(middlewares=[...])
 
-        @app.subscribe("orders", group="billing")
-        async def bill(delivery): ...
+    @app.subscribe("orders", group="billing")
+    async def bill(delivery): ...
 
-        async with polybus.connect(url) as broker:
-            await app.run(broker, stop=stop_event)
+    async with polybus.connect(url) as broker:
+        await app.run(broker, stop=stop_event)
     """
 
     def __init__(self, *, middlewares: Sequence[Middleware] = ()) -> None:
@@ -135,7 +138,9 @@ class App:
         """Decorator: run the handler on every message ``group`` receives from ``topic``."""
 
         def register(handler: Handler) -> Handler:
-            self.subscriptions.append(_Subscription(topic, group, handler, concurrency, prefetch, retry_delay))
+            self.subscriptions.append(
+                _Subscription(topic, group, handler, concurrency, prefetch, retry_delay)
+            )
             return handler
 
         return register

@@ -77,5 +77,7 @@ class Capabilities:
         out: dict[str, str] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = value.value if isinstance(value, Support) else ("-" if value is None else str(value))
+            out[f.name] = (
+                value.value if isinstance(value, Support) else ("-" if value is None else str(value))
+            )
         return out

@@ -227,7 +227,9 @@ class MemoryConsumer(Consumer):
             now = time.monotonic()
             next_due = group.promote_due(now)
             if group.ready:
-                return [self._deliver(group.ready.popleft()) for _ in range(min(max_messages, len(group.ready)))]
+                return [
+                    self._deliver(group.ready.popleft()) for _ in range(min(max_messages, len(group.ready)))
+                ]
             wait = deadline - now
             if next_due is not None:
                 wait = min(wait, next_due)

@@ -76,13 +76,12 @@ class Message:
         return len(self.body) + sum(len(k.encode()) + len(v.encode()) for k, v in self.headers.items())
 
 
-def check_headers(headers: dict[str, str]) -> dict[str, str]:
+def check_headers(headers: dict[Any, Any]) -> dict[str, str]:
     """Return ``headers`` if every name and value is a str; raise :class:`EncodeError` otherwise."""
     for name, value in headers.items():
         if not isinstance(name, str) or not isinstance(value, str):
-            raise EncodeError(
-                f"headers must map str to str; got {type(name).__name__} -> {type(value).__name__} for {name!r}"
-            )
+            kinds = f"{type(name).__name__} -> {type(value).__name__}"
+            raise EncodeError(f"headers must map str to str; got {kinds} for {name!r}")
     return headers
 
 

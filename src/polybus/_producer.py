@@ -50,9 +50,7 @@ class Producer(AsyncResource):
     async def _aclose(self) -> None:
         self.topic.broker._untrack(self)
 
-    async def send(
-        self, body: Any, *, key: str | None = None, headers: dict[str, str] | None = None
-    ) -> str:
+    async def send(self, body: Any, *, key: str | None = None, headers: dict[str, str] | None = None) -> str:
         """Send one message and return its id once the broker confirmed it.
 
         ``body`` is bytes, str, a JSON-serialisable value or a pydantic model.

@@ -61,9 +61,7 @@ def _factory(scheme: str) -> BrokerFactory:
     try:
         factory: BrokerFactory = ep.load()
     except ImportError as exc:
-        raise ConfigurationError(
-            f"the adapter for {scheme}:// ({ep.value}) failed to import: {exc}"
-        ) from exc
+        raise ConfigurationError(f"the adapter for {scheme}:// ({ep.value}) failed to import: {exc}") from exc
     return factory
 
 
@@ -85,4 +83,6 @@ def connect(url: str | None = None, **options: Any) -> Broker:
     except ConfigurationError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"invalid options for {redact_url(url)}: {describe_error(exc, url)}") from None
+        raise ConfigurationError(
+            f"invalid options for {redact_url(url)}: {describe_error(exc, url)}"
+        ) from None

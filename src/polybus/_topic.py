@@ -94,7 +94,9 @@ class Topic:
         self.broker._check_open()
         if group is not None:
             check_name(group, "group")
-        return self._consumer(group, self.broker.default_prefetch if prefetch is None else prefetch, **options)
+        return self._consumer(
+            group, self.broker.default_prefetch if prefetch is None else prefetch, **options
+        )
 
     async def _ensure(self) -> None:
         raise NotImplementedError

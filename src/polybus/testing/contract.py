@@ -60,9 +60,7 @@ class Model(pydantic.BaseModel):
 # -- helpers ---------------------------------------------------------------------------------
 
 
-async def collect(
-    consumer: polybus.Consumer, n: int, timeout: float, *, ack: bool = True
-) -> list[Delivery]:
+async def collect(consumer: polybus.Consumer, n: int, timeout: float, *, ack: bool = True) -> list[Delivery]:
     """Receive until ``n`` deliveries arrived or ``timeout`` passed; ack each (unless told not to)."""
     got: list[Delivery] = []
     deadline = time.monotonic() + timeout
@@ -173,7 +171,9 @@ class BrokerContract:
         assert {d.id for d in got} == set(ids)
         assert sorted(d.json()["i"] for d in got) == list(range(n))
 
-    async def test_topics_are_isolated(self, polybus_url: str, polybus_contract_config: ContractConfig) -> None:
+    async def test_topics_are_isolated(
+        self, polybus_url: str, polybus_contract_config: ContractConfig
+    ) -> None:
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             a, b = broker.topic(unique_name("iso-a")), broker.topic(unique_name("iso-b"))
@@ -336,7 +336,9 @@ class BrokerContract:
         assert fast_done < waited
         assert waited >= delay * 0.8, f"redelivered after {waited:.2f}s, before its delay of {delay}s"
 
-    async def test_reject_never_redelivers(self, polybus_url: str, polybus_contract_config: ContractConfig) -> None:
+    async def test_reject_never_redelivers(
+        self, polybus_url: str, polybus_contract_config: ContractConfig
+    ) -> None:
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             topic = broker.topic(unique_name("reject"))
@@ -519,7 +521,9 @@ class BrokerContract:
             async def produce() -> None:
                 async with topic.producer() as producer:
                     for start in range(0, total, 10):
-                        await producer.send_many([str(i).encode() for i in range(start, min(total, start + 10))])
+                        await producer.send_many(
+                            [str(i).encode() for i in range(start, min(total, start + 10))]
+                        )
                         await asyncio.sleep(0.01)
 
             async def churn(rounds: int) -> None:
@@ -590,12 +594,14 @@ class BrokerContract:
                 await expect_nothing(consumer, cfg.quiet_period)
 
     async def test_unencodable_body_and_bad_headers_raise_encode_error(self, polybus_url: str) -> None:
-        async with polybus.connect(polybus_url) as broker:
-            async with broker.topic(unique_name("enc")).producer() as producer:
-                with pytest.raises(polybus.EncodeError):
-                    await producer.send(object())
-                with pytest.raises(polybus.EncodeError):
-                    await producer.send(b"x", headers={"n": 1})  # type: ignore[dict-item]
+        async with (
+            polybus.connect(polybus_url) as broker,
+            broker.topic(unique_name("enc")).producer() as producer,
+        ):
+            with pytest.raises(polybus.EncodeError):
+                await producer.send(object())
+            with pytest.raises(polybus.EncodeError):
+                await producer.send(b"x", headers={"n": 1})  # type: ignore[dict-item]
 
     async def test_topic_lifecycle_and_missing_topic_errors(
         self, polybus_url: str, polybus_contract_config: ContractConfig
@@ -666,7 +672,9 @@ class BrokerContract:
         with pytest.raises(polybus.ClosedError):
             broker.topic("anything")
 
-    async def test_unreachable_broker_raises_connection_error_without_password(self, polybus_url: str) -> None:
+    async def test_unreachable_broker_raises_connection_error_without_password(
+        self, polybus_url: str
+    ) -> None:
         parts = urllib.parse.urlsplit(polybus_url)
         if not parts.hostname:
             pytest.skip("the broker URL has no network address")
