@@ -65,5 +65,5 @@ class Broker(AsyncResource):
     @staticmethod
     def _check_sizes(messages: list[Message], limit: int, topic: str) -> None:
         for message in messages:
-            if len(message.body) > limit or message.size > limit:
+            if not message.fits(limit):
                 raise MessageTooLargeError(message.size, limit, topic=topic)

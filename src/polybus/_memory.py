@@ -83,11 +83,12 @@ class _TopicState:
         self.sent = 0
         self.deleted = False
 
-    def publish(self, message: Message) -> None:
+    def publish(self, messages: list[Message]) -> None:
         for group in itertools.chain(self.groups.values(), self.listeners):
-            group.ready.append(_Entry(message))
+            group.ready.extend(_Entry(message) for message in messages)
             if group.waiters:
                 group.wake()
+        self.sent += len(messages)
 
 
 class _Hub:
@@ -184,10 +185,7 @@ class MemoryProducer(Producer):
     topic: MemoryTopic
 
     async def _publish(self, messages: list[Message]) -> list[str]:
-        state = self.topic.broker._state(self.topic.name)
-        for message in messages:
-            state.publish(message)
-        state.sent += len(messages)
+        self.topic.broker._state(self.topic.name).publish(messages)
         await asyncio.sleep(0)  # a send is a suspension point, as on every networked broker
         return [m.id for m in messages]
 
