@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     caps = sub.add_parser("capabilities", help="print what a broker supports")
     caps.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"), help="broker URL")
     brokers = sub.add_parser("brokers", help="find, start (up) or stop (down) local brokers for tests")
-    brokers.add_argument("action", nargs="?", choices=["up", "down"], help="start or stop local brokers")
+    brokers.add_argument("args", nargs=argparse.REMAINDER, help="[status|up|down] [KIND...]")
     return parser
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from polybus.testing import provision
 
-        return provision.cli([args.action] if args.action else [])
+        return provision.cli(args.args)
     except polybus.PolybusError as exc:
         print(f"polybus: error: {exc}", file=sys.stderr)
         return 2

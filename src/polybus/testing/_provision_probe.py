@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import importlib.metadata
+import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -61,7 +62,10 @@ def probe(name: str, url: str, timeout: float = DEFAULT_TIMEOUT) -> str:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+    kind = type(exc).__name__
+    if text.startswith(f"{kind}: "):
+        text = text[len(kind) + 2 :]
+    return f"{kind}: {text}"[:200] if text else kind
 
 
 # -- URL conversions shared with the benchmark harness --------------------------------------------
@@ -97,11 +101,15 @@ def sqs_endpoint(url: str) -> dict[str, Any]:
 async def _rabbitmq(url: str, timeout: float) -> str:
     import aio_pika
 
+    _quiet_probe_logs("aiormq.connection", "aio_pika.connection")
     connection = await aio_pika.connect(url, timeout=timeout)
     try:
         channel = await connection.channel()
         await channel.close()
-        props = connection.transport.connection.server_properties
+        transport = connection.transport
+        if transport is None:
+            raise ProbeFailed("connection closed right after opening")
+        props = transport.connection.server_properties
         product, version = props.get("product", "RabbitMQ"), props.get("version", "?")
         return f"{_text(product)} {_text(version)}"
     finally:
@@ -139,7 +147,8 @@ async def _nats(url: str, timeout: float) -> str:
     try:
         account = await client.jetstream(timeout=timeout).account_info()
         del account  # answering at all proves JetStream is enabled
-        return f"nats-server {client.connected_server_version} (JetStream)"
+        v = client.connected_server_version
+        return f"nats-server {v.major}.{v.minor}.{v.patch} (JetStream)"
     finally:
         with contextlib.suppress(Exception):
             await client.close()
@@ -148,6 +157,7 @@ async def _nats(url: str, timeout: float) -> str:
 async def _kafka(url: str, timeout: float) -> str:
     from aiokafka.client import AIOKafkaClient
 
+    _quiet_probe_logs("aiokafka", "aiokafka.client", "aiokafka.conn")
     client = AIOKafkaClient(
         bootstrap_servers=kafka_bootstrap(url),
         request_timeout_ms=int(timeout * 1000),
@@ -158,8 +168,7 @@ async def _kafka(url: str, timeout: float) -> str:
         brokers = client.cluster.brokers()
         if not brokers:
             raise ProbeFailed("metadata response lists no brokers")
-        version = await client.check_version()
-        return f"Kafka protocol (API ~{'.'.join(map(str, version))}, {len(brokers)} broker(s))"
+        return f"Kafka protocol ({len(brokers)} broker(s))"
     finally:
         await client.close()
 
@@ -182,6 +191,23 @@ def _sqs_sync(url: str, timeout: float) -> str:
         return f"SQS API ({server or 'unknown server'})"
     finally:
         client.close()
+
+
+class _ProbeThreadFilter(logging.Filter):
+    """Drops the connection errors a failing probe makes a client library log: they are expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.threadName or "").startswith("polybus-probe-")
+
+
+_FILTER = _ProbeThreadFilter()
+
+
+def _quiet_probe_logs(*loggers: str) -> None:
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
 
 
 def _text(value: Any) -> str:

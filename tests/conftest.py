@@ -1,0 +1,3 @@
+"""Shared test configuration for the core's tests."""
+
+pytest_plugins = ["pytester"]
