@@ -60,6 +60,13 @@ class Consumer(AsyncResource):
         """Deliveries held by this consumer and not yet settled (handed out or buffered)."""
         return len(self._unsettled) + len(self._buffer)
 
+    def held(self) -> list[Delivery]:
+        """Deliveries this consumer holds unsettled: handed out first, then buffered.
+
+        Adapters use it to keep their leases alive (visibility timeouts, ack deadlines).
+        """
+        return [*self._unsettled, *self._buffer]
+
     def __aiter__(self) -> Consumer:
         return self
 
@@ -134,7 +141,7 @@ class Consumer(AsyncResource):
         self.topic.broker._untrack(self)
         self._interrupt()
         async with self._fetch_lock:
-            held = [*self._unsettled, *self._buffer]
+            held = self.held()
             self._buffer.clear()
             self._unsettled.clear()
             await self._release(held)
