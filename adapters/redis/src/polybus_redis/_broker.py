@@ -1,0 +1,240 @@
+"""``RedisBroker`` and ``RedisTopic``: a Redis server seen as a polybus broker of streams.
+
+A topic is a stream (key ``{prefix}{topic}``), a group is a consumer group of that stream. The
+broker owns redis-py's connection pool and runs every command through :meth:`RedisBroker.execute`,
+which translates client errors and retries lost connections with the ``ReconnectPolicy``.
+Imports polybus core modules, redis-py and this adapter's modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pydantic
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import NoScriptError, ResponseError
+
+from polybus import (
+    Broker,
+    Capabilities,
+    ConfigurationError,
+    GroupStats,
+    NotFoundError,
+    PolybusError,
+    Support,
+    Topic,
+    TopicStats,
+)
+from polybus_redis._connection import Command, Reply, roundtrip
+from polybus_redis._errors import ConnectionLost, translate
+from polybus_redis._scripts import ENSURE, SCRIPTS, STATS
+from polybus_redis._settings import RedisSettings
+from polybus_redis._wire import due_key
+
+__all__ = ["PARKED", "RedisBroker", "RedisTopic"]
+
+log = logging.getLogger("polybus.redis")
+
+PARKED = "polybus-parked"
+"""Consumer name that owns nacked and handed-back entries until a member reclaims them."""
+
+
+class RedisBroker(Broker):
+    """A Redis server (5.0+; 7.0+ for exact backlog counts). ``polybus.connect("redis://host:6379/0")``.
+
+    See :class:`RedisSettings` for the options (query string or keyword arguments).
+    """
+
+    scheme = "redis"
+
+    def __init__(self, settings: RedisSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or RedisSettings()
+        self.default_prefetch = self.settings.prefetch
+        self.capabilities = Capabilities(
+            competing_consumers=Support.NATIVE,
+            fan_out=Support.NATIVE,
+            ordering_per_key=Support.NATIVE,
+            delayed_nack=Support.EMULATED,
+            delivery_count=Support.NATIVE,
+            dead_letter=Support.UNSUPPORTED,
+            replay=Support.UNSUPPORTED,
+            priority=Support.UNSUPPORTED,
+            dedup=Support.UNSUPPORTED,
+            backlog_stats=Support.NATIVE,
+            max_message_size=self.settings.max_message_size,
+        )
+        self._pool: ConnectionPool | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        secret = self.settings.password
+        self._secret = secret.get_secret_value() if secret else None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisBroker:
+        """Build from ``redis://[user:password@]host[:port][/db][?option=value]`` (or ``rediss://``)."""
+        return cls(RedisSettings.from_url(url, **options))
+
+    @property
+    def display_url(self) -> str:
+        return self.settings.display_url
+
+    def stream_key(self, topic: str) -> str:
+        """The Redis key of the stream behind ``topic``."""
+        return self.settings.prefix + topic
+
+    def _topic(self, name: str) -> RedisTopic:
+        return RedisTopic(self, name)
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        self._pool = ConnectionPool(**self.settings.connection_kwargs())
+        try:
+            await self.execute([["PING"]], what="connect", retry=False)
+            await self._load_scripts()
+        except BaseException:
+            await self._pool.disconnect()
+            raise
+
+    async def _aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """redis-py's connection pool (the broker must be open)."""
+        if self._pool is None:
+            raise ConfigurationError(f"{self!r} is not open")
+        return self._pool
+
+    def translate(self, exc: BaseException, what: str) -> PolybusError:
+        """The polybus error for a redis-py exception (password scrubbed)."""
+        return translate(exc, what=what, where=self.display_url, secret=self._secret)
+
+    async def execute(
+        self,
+        commands: Sequence[Command],
+        *,
+        what: str,
+        retry: bool = True,
+        ignore: tuple[str, ...] = (),
+        check: bool = True,
+    ) -> list[Reply]:
+        """Run ``commands`` pipelined on a pooled connection and return their raw replies.
+
+        Error replies raise (translated) unless their text starts with one of ``ignore`` or
+        ``check`` is false; a lost connection is retried with the reconnect policy if ``retry``.
+        """
+
+        async def once() -> list[Reply]:
+            try:
+                conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                raise self.translate(exc, what) from exc
+            try:
+                return await self.run_on(conn, list(commands), what=what, ignore=ignore, check=check)
+            finally:
+                await self.pool.release(conn)
+
+        if not retry:
+            return await once()
+        return await self.settings.reconnect.run(once, retry_on=(ConnectionLost,), what=f"redis {what}")
+
+    async def run_on(
+        self,
+        conn: AbstractConnection,
+        commands: list[Command],
+        *,
+        what: str,
+        ignore: tuple[str, ...] = (),
+        check: bool = True,
+    ) -> list[Reply]:
+        """One round trip on ``conn``, reloading the scripts once if the server forgot them."""
+        try:
+            replies = await roundtrip(conn, commands)
+            if any(isinstance(r, NoScriptError) for r in replies):
+                await roundtrip(conn, [["SCRIPT", "LOAD", s.text] for s in SCRIPTS])
+                replies = await roundtrip(conn, commands)
+        except Exception as exc:
+            raise self.translate(exc, what) from exc
+        if check:
+            for reply in replies:
+                if isinstance(reply, ResponseError) and not str(reply).startswith(ignore):
+                    raise self.translate(reply, what) from reply
+        return replies
+
+    async def _load_scripts(self) -> None:
+        await self.execute([["SCRIPT", "LOAD", s.text] for s in SCRIPTS], what="load scripts", retry=False)
+
+    def spawn(self, commands: list[Command], what: str) -> None:
+        """Run ``commands`` in the background, logging (not raising) a failure."""
+
+        async def run() -> None:
+            try:
+                await self.execute(commands, what=what, retry=False)
+            except Exception as exc:
+                log.debug("redis %s failed: %s", what, exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+class RedisTopic(Topic):
+    """A stream. ``ensure()`` creates it empty; ``delete()`` drops it with its groups."""
+
+    broker: RedisBroker
+
+    @property
+    def key(self) -> str:
+        """The stream's Redis key."""
+        return self.broker.stream_key(self.name)
+
+    async def _ensure(self) -> None:
+        await self.broker.execute([ENSURE.command([self.key], [])], what=f"ensure topic {self.name!r}")
+
+    async def _delete(self) -> None:
+        exists, _ = await self.broker.execute(
+            [["EXISTS", self.key], ["DEL", self.key, due_key(self.key)]], what=f"delete topic {self.name!r}"
+        )
+        if not exists:
+            raise NotFoundError(f"topic {self.name!r} does not exist on {self.broker.display_url}")
+
+    async def _stats(self) -> TopicStats:
+        (reply,) = await self.broker.execute(
+            [STATS.command([self.key], [PARKED])], what=f"stats of topic {self.name!r}"
+        )
+        if reply is None:
+            raise NotFoundError(f"topic {self.name!r} does not exist on {self.broker.display_url}")
+        groups: dict[str, GroupStats] = {}
+        for name, pending, lag, parked in reply[1:]:
+            groups[name.decode()] = GroupStats(
+                backlog=None if lag < 0 else lag + parked, in_flight=pending - parked
+            )
+        return TopicStats(topic=self.name, groups=groups, messages=reply[0])
+
+    def _producer(self, **options: Any) -> Any:
+        from polybus_redis._producer import RedisProducer
+
+        if options:
+            raise ConfigurationError(f"unknown producer options for redis: {sorted(options)}")
+        return RedisProducer(self)
+
+    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> Any:
+        from polybus_redis._consumer import ConsumerOptions, RedisConsumer
+        from polybus_redis._listener import RedisListener
+
+        try:
+            opts = ConsumerOptions(**options)
+        except pydantic.ValidationError as exc:
+            raise ConfigurationError(
+                f"invalid redis consumer options: {exc.errors(include_input=False)}"
+            ) from None
+        if group is None:
+            return RedisListener(self, None, prefetch)
+        return RedisConsumer(self, group, prefetch, name=opts.name)

@@ -1,0 +1,268 @@
+"""``RedisConsumer``: a member of a consumer group of a stream.
+
+- Fetching: first this consumer's own pending entries (a restart under the same ``name``), then,
+  every ``claim_interval``, entries idle longer than the visibility timeout (``CLAIM`` script:
+  abandoned by a dead member, handed back, or nacked), then new entries with ``XREADGROUP >``
+  on its own connection, blocking until the fetch's deadline or the next claim is due.
+- ``attempt`` is the entry's delivery count in the group's pending entries list (PEL).
+- ack and reject are ``XACK``, coalesced: queued when the handler settles, sent in the next
+  fetch's pipeline or by a background flush, whichever comes first (never before the settle).
+- nack(delay) hands the entry to the ``polybus-parked`` consumer with an idle time of
+  ``visibility_timeout - delay``: any member reclaims it once ``delay`` has passed. Longer delays
+  also record a due time, and the claim parks the entry again until then.
+- While alive, the consumer refreshes the idle time of what it holds every third of the
+  visibility timeout; closing hands what it holds to ``polybus-parked`` (reclaimable at once).
+
+Imports polybus core modules and this adapter's modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from polybus import ConfigurationError, Consumer, Delivery, Outcome, PolybusError
+from polybus_redis._broker import PARKED
+from polybus_redis._connection import Command, Reply
+from polybus_redis._errors import ConnectionLost
+from polybus_redis._link import BlockingLink, Outage
+from polybus_redis._scripts import CLAIM, HISTORY, LEAVE, MOVE
+from polybus_redis._wire import decode_fields, due_key, entry_timestamp
+
+if TYPE_CHECKING:
+    from polybus_redis._broker import RedisTopic
+
+__all__ = ["ConsumerOptions", "RedisConsumer"]
+
+log = logging.getLogger("polybus.redis")
+
+ACK_BATCH = 1024
+"""Queued acks that trigger a flush without waiting for the next fetch."""
+
+
+class ConsumerOptions(pydantic.BaseModel):
+    """Options of ``topic.consumer(group, name=...)`` on redis."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str | None = pydantic.Field(default=None, min_length=1, max_length=200)
+    """A stable consumer name: a consumer restarted under the same name first gets back the
+    entries it held when it died. By default a fresh ``host-pid-random`` name."""
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class RedisConsumer(Consumer):
+    """A member of a consumer group; see the module docstring for how it maps onto Redis."""
+
+    topic: RedisTopic
+
+    def __init__(self, topic: RedisTopic, group: str, prefetch: int, *, name: str | None = None) -> None:
+        super().__init__(topic, group, prefetch)
+        self.name = name or _default_name()
+        if self.name == PARKED:
+            raise ConfigurationError(f"consumer name {PARKED!r} is reserved")
+        self._group_name = group
+        settings = topic.broker.settings
+        self._vt_ms = int(settings.visibility_timeout * 1000)
+        self._claim_interval = settings.claim_interval
+        self._key = topic.key
+        self._due = due_key(self._key)
+        self._acks: list[bytes] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._link: BlockingLink | None = None
+        self._outage = Outage(topic.broker)
+        self._history: bytes | None = b"0-0"
+        self._next_claim = 0.0
+        self._cursor: bytes = b"0-0"
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f" name={self.name!r}>"
+
+    async def _open(self) -> None:
+        broker = self.topic.broker
+        await broker.execute(
+            [["XGROUP", "CREATE", self._key, self._group_name, "$", "MKSTREAM"]],
+            what=f"join group {self._group_name!r}",
+            ignore=("BUSYGROUP",),
+        )
+        self._link = BlockingLink(broker)
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    async def _fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._closed:
+            if not await self._outage.ready(deadline):
+                return []
+            try:
+                out = await self._fetch_once(max_messages, deadline)
+            except ConnectionLost as exc:
+                self._outage.failed(exc)
+                out = []
+            else:
+                self._outage.ended()
+            if out or loop.time() >= deadline - 0.001:
+                return out
+        return []
+
+    async def _fetch_once(self, n: int, deadline: float) -> list[Delivery]:
+        assert self._link is not None
+        loop = asyncio.get_running_loop()
+        if self._history is not None:
+            ((last, entries),) = await self._link.call(
+                [HISTORY.command([self._key], [self._group_name, self.name, n, self._history])],
+                what="read own pending entries",
+            )
+            self._history = last or None
+            return [self._delivery(e[0], e[1], e[2]) for e in entries]
+        if loop.time() >= self._next_claim:
+            self._next_claim = loop.time() + self._claim_interval
+            ((cursor, entries),) = await self._link.call(
+                [
+                    CLAIM.command(
+                        [self._key, self._due],
+                        [self._group_name, self.name, PARKED, self._vt_ms, n, self._cursor],
+                    )
+                ],
+                what="reclaim entries",
+            )
+            self._cursor = cursor
+            if len(entries) >= n:  # maybe more to reclaim: claim again on the next fetch
+                self._next_claim = loop.time()
+            if entries:
+                return [self._delivery(e[0], e[1], e[2]) for e in entries]
+        read: list[Any] = ["XREADGROUP", "GROUP", self._group_name, self.name, "COUNT", n]
+        block_ms = int((min(deadline, self._next_claim) - loop.time()) * 1000)
+        if block_ms > 0:
+            read += ["BLOCK", block_ms]
+        read += ["STREAMS", self._key, ">"]
+        acks, self._acks = self._acks, []
+        commands = [["XACK", self._key, self._group_name, *acks], read] if acks else [read]
+        try:
+            replies = await self._link.call(commands, what=f"read from {self.topic.name!r}")
+        except BaseException:
+            self._acks[:0] = acks  # sent again later: XACK is idempotent
+            raise
+        return self._parse_read(replies[-1])
+
+    def _parse_read(self, reply: Reply) -> list[Delivery]:
+        if not reply:
+            return []
+        return [self._delivery(entry_id, fields, 1) for entry_id, fields in reply[0][1]]
+
+    def _delivery(self, entry_id: bytes, fields: list[bytes], attempt: int) -> Delivery:
+        message_id, body, key, headers = decode_fields(entry_id, fields)
+        return Delivery(
+            self,
+            id=message_id,
+            topic=self.topic.name,
+            body=body,
+            headers=headers,
+            key=key,
+            timestamp=entry_timestamp(entry_id),
+            attempt=attempt,
+            native=entry_id,
+        )
+
+    def _interrupt(self) -> None:
+        if self._link is not None:
+            self._link.interrupt()
+
+    # -- settling ------------------------------------------------------------------------------
+
+    async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
+        if outcome is not Outcome.NACK:  # ack and reject are both XACK (no dead-letter stream)
+            self._acks.append(delivery.native)
+            if self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            return
+        await self._hand_over([delivery.native], delay or 0.0)
+        loop = asyncio.get_running_loop()
+        self._next_claim = min(self._next_claim, loop.time() + (delay or 0.0))
+        self._cursor = b"0-0"
+
+    def _move_command(self, ids: list[bytes], delay: float) -> list[Any]:
+        """MOVE ``ids`` to the parked consumer, reclaimable after ``delay`` seconds."""
+        delay_ms = int(delay * 1000)
+        idle = max(0, self._vt_ms - delay_ms)
+        due = str(delay_ms) if delay_ms > self._vt_ms else ""
+        return MOVE.command([self._key, self._due], [self._group_name, self.name, PARKED, idle, due, *ids])
+
+    async def _hand_over(self, ids: list[bytes], delay: float) -> None:
+        await self.topic.broker.execute([self._move_command(ids, delay)], what="nack")
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the acks of the same burst join
+            while self._acks:
+                if len(self._acks) < ACK_BATCH:
+                    await asyncio.sleep(0.005)
+                acks, self._acks = self._acks, []
+                if not acks:  # a fetch took them into its pipeline meanwhile
+                    break
+                try:
+                    await self.topic.broker.execute(
+                        [["XACK", self._key, self._group_name, *acks]], what="ack"
+                    )
+                except PolybusError as exc:  # they stay pending and come back after the timeout
+                    log.warning("could not ack %d entries of %r: %s", len(acks), self.topic.name, exc)
+        finally:
+            self._flusher = None
+
+    async def _refresh(self) -> None:
+        """Keep what this consumer holds from being reclaimed while it is alive."""
+        interval = self._vt_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            held = [d.native for d in self._unsettled] + [d.native for d in self._buffer] + self._acks
+            if not held:
+                continue
+            command = MOVE.command(
+                [self._key, self._due], [self._group_name, self.name, self.name, 0, "", *held]
+            )
+            try:
+                await self.topic.broker.execute([command], what="refresh held entries")
+            except PolybusError as exc:
+                log.warning("could not refresh %d held entries of %r: %s", len(held), self.topic.name, exc)
+
+    # -- closing -------------------------------------------------------------------------------
+
+    async def _release(self, deliveries: list[Delivery]) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        commands: list[Command] = []
+        if self._acks:
+            commands.append(["XACK", self._key, self._group_name, *self._acks])
+            self._acks = []
+        if deliveries:
+            commands.append(self._move_command([d.native for d in deliveries], 0.0))
+        commands.append(LEAVE.command([self._key], [self._group_name, self.name]))
+        try:
+            await self.topic.broker.execute(commands, what="hand back held entries", ignore=("NOGROUP",))
+        except PolybusError as exc:
+            log.warning(
+                "%r could not hand back %d entries (%s); they return after the visibility timeout",
+                self,
+                len(deliveries),
+                exc,
+            )
+        finally:
+            if self._link is not None:
+                await self._link.aclose()
