@@ -1,0 +1,58 @@
+"""Fixtures of the sqs adapter's tests: a real SQS endpoint (moto's server here) from the harness."""
+
+from __future__ import annotations
+
+import pytest
+
+from polybus.testing.contract import ContractConfig
+from polybus.testing.plugin import broker_url
+
+
+@pytest.fixture(scope="session")
+def polybus_url() -> str:
+    return broker_url("sqs")
+
+
+@pytest.fixture
+def polybus_contract_config() -> ContractConfig:
+    # moto's server handles about 200 messages/s and slows as queues grow: scale the volume cases down.
+    return ContractConfig(scale=0.02)
+
+
+class RawClients:
+    """Plain boto3 clients for the same endpoint, for interop tests and fault injection checks."""
+
+    def __init__(self, url: str) -> None:
+        import boto3
+        from polybus_sqs import SqsSettings
+
+        s = SqsSettings.from_url(url)
+        options = {
+            "endpoint_url": s.endpoint_url,
+            "region_name": s.region or "us-east-1",
+            "aws_access_key_id": s.access_key_id,
+            "aws_secret_access_key": s.secret,
+        }
+        self.sns = boto3.client("sns", **options)
+        self.sqs = boto3.client("sqs", **options)
+
+
+@pytest.fixture(scope="session")
+def raw(polybus_url: str) -> RawClients:
+    return RawClients(polybus_url)
+
+
+def with_options(url: str, **options: object) -> str:
+    """``url`` with query options added (or replaced)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()})
+    return parts._replace(query=urllib.parse.urlencode(query)).geturl()
+
+
+@pytest.fixture
+def url_with(polybus_url: str):  # type: ignore[no-untyped-def]
+    """``url_with(visibility_timeout=2)``: the broker URL with extra options."""
+    return lambda **options: with_options(polybus_url, **options)
