@@ -111,10 +111,13 @@ class Consumer(AsyncResource):
                 except TimeoutError:
                     pass
                 continue
-            try:
-                await asyncio.wait_for(self._fetch_lock.acquire(), wait)
-            except TimeoutError:
-                continue
+            if self._fetch_lock.locked():  # another task is fetching: wait for it, bounded
+                try:
+                    await asyncio.wait_for(self._fetch_lock.acquire(), wait)
+                except TimeoutError:
+                    continue
+            else:
+                await self._fetch_lock.acquire()  # free: no task (and no wait_for) needed
             try:
                 if not self._buffer and not self._closed:
                     self._buffer.extend(await self._fetch(room, wait))

@@ -1,0 +1,115 @@
+"""``RabbitSettings``: every option of the RabbitMQ adapter, built from an ``amqp(s)://`` URL.
+
+``amqp://user:password@host:port/vhost?option=value``; keyword options given to
+``polybus.connect`` override the URL's. The password is a ``SecretStr``: it never appears in a
+repr, a log line or an error message. Imports pydantic and the core settings helpers only.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.parse
+from typing import Any, Literal
+
+import pydantic
+from pydantic import SecretStr
+
+from polybus import ConfigurationError, ReconnectPolicy
+from polybus._settings import describe_error, split_url, url_options
+
+__all__ = ["RabbitSettings"]
+
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
+class RabbitSettings(pydantic.BaseModel):
+    """Options of ``amqp://`` and ``amqps://`` URLs (query string or keyword options)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    host: str = "localhost"
+    port: int = pydantic.Field(default=5672, ge=1, le=65535)
+    vhost: str = "/"
+    """Virtual host; the URL path, percent-decoded (``/`` or empty means the default ``/``)."""
+    username: str = "guest"
+    password: SecretStr = SecretStr("guest")
+    tls: bool = False
+    """Connect over TLS (set by the ``amqps`` scheme)."""
+    tls_ca_file: str | None = None
+    """CA bundle used to verify the server (the system store when unset)."""
+    tls_cert_file: str | None = None
+    """Client certificate, for mutual TLS (EXTERNAL or plain auth over TLS)."""
+    tls_key_file: str | None = None
+    tls_verify: bool = True
+    """Verify the server's certificate and host name. Turn off only for tests."""
+    heartbeat: int = pydantic.Field(default=30, ge=0)
+    """AMQP heartbeat in seconds; a dead peer is noticed within about three of them."""
+    connect_timeout: float = pydantic.Field(default=10.0, gt=0)
+    operation_timeout: float = pydantic.Field(default=30.0, gt=0)
+    """Longest wait for a publisher confirm or a topology operation before it raises."""
+    queue_type: Literal["auto", "quorum", "classic"] = "auto"
+    """Type of group queues: quorum where the server supports them (``auto``), or forced."""
+    on_unroutable: Literal["drop", "raise"] = "drop"
+    """A message sent while no group exists reaches nobody: ``drop`` it (the semantic model:
+    groups receive what is sent after they exist) or ``raise`` :class:`~polybus.PublishError`."""
+    prefetch: int = pydantic.Field(default=100, ge=1, le=65535)
+    """Default ``prefetch`` of consumers (AMQP basic.qos)."""
+    publish_window: int = pydantic.Field(default=1000, ge=1)
+    """Most unconfirmed messages ``send_many`` keeps in flight on one producer."""
+    max_message_size: int = pydantic.Field(default=DEFAULT_MAX_MESSAGE_SIZE, ge=1)
+    """Largest message accepted (body plus headers); keep it under the server's own limit."""
+    client_name: str = "polybus"
+    """Connection name shown in the RabbitMQ management UI."""
+    reconnect: ReconnectPolicy = ReconnectPolicy()
+    """How a lost connection is re-established (keyword option only)."""
+
+    @pydantic.field_validator("password", mode="before")
+    @classmethod
+    def _wrap_password(cls, value: Any) -> Any:
+        return value if isinstance(value, SecretStr) else SecretStr(str(value))
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RabbitSettings:
+        """Parse ``url`` (``amqp://`` or ``amqps://``); keyword ``options`` override the URL's."""
+        parts = split_url(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("amqp", "amqps"):
+            raise ConfigurationError(f"the RabbitMQ adapter handles amqp:// and amqps://, not {scheme}://")
+        values: dict[str, Any] = {"tls": scheme == "amqps", "port": 5671 if scheme == "amqps" else 5672}
+        if parts.hostname:
+            values["host"] = parts.hostname
+        if parts.port:
+            values["port"] = parts.port
+        if parts.username is not None:
+            values["username"] = urllib.parse.unquote(parts.username)
+        if parts.password is not None:
+            values["password"] = SecretStr(urllib.parse.unquote(parts.password))
+        if parts.path not in ("", "/"):
+            values["vhost"] = urllib.parse.unquote(parts.path[1:])
+        values.update(url_options(parts))
+        values.update(options)
+        try:
+            return cls(**values)
+        except pydantic.ValidationError as exc:
+            raise ConfigurationError(f"invalid {scheme}:// options: {describe_error(exc, url)}") from None
+
+    def display_url(self) -> str:
+        """The URL without the password, for reprs and messages."""
+        scheme = "amqps" if self.tls else "amqp"
+        vhost = "" if self.vhost == "/" else urllib.parse.quote(self.vhost, safe="")
+        return f"{scheme}://{self.username}:***@{self.host}:{self.port}/{vhost}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context to connect with, or ``None`` for a plain connection."""
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.tls_ca_file)
+            if self.tls_cert_file:
+                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load TLS files for {self.display_url()}: {exc}") from exc
+        if not self.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context

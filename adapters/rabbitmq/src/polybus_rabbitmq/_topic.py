@@ -1,0 +1,150 @@
+"""``RabbitTopic``: a topic is a durable fanout exchange; each group a durable queue bound to it.
+
+Group queues are named ``<topic>.<group>`` (portable names never contain a dot). AMQP cannot list
+the queues bound to an exchange, so ``stats()`` and ``delete()`` cover the groups this process has
+joined or declared (kept in a per-virtual-host registry), the ones it can know about.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import aio_pika.abc
+
+from polybus import ConfigurationError, GroupStats, NotFoundError, Topic, TopicStats
+from polybus_rabbitmq._wire import group_queue_name
+
+if TYPE_CHECKING:
+    from polybus_rabbitmq._broker import RabbitBroker
+    from polybus_rabbitmq._consumer import RabbitConsumer
+    from polybus_rabbitmq._producer import RabbitProducer
+
+__all__ = ["RabbitTopic"]
+
+log = logging.getLogger("polybus.rabbitmq")
+
+# (host, port, vhost, topic) -> groups known to this process
+_KNOWN_GROUPS: dict[tuple[str, int, str, str], set[str]] = collections.defaultdict(set)
+
+
+class RabbitTopic(Topic):
+    """A durable fanout exchange named after the topic."""
+
+    broker: RabbitBroker
+
+    def _registry_key(self) -> tuple[str, int, str, str]:
+        s = self.broker.settings
+        return (s.host, s.port, s.vhost, self.name)
+
+    @property
+    def known_groups(self) -> set[str]:
+        """Groups of this topic that this process joined or declared."""
+        return _KNOWN_GROUPS[self._registry_key()]
+
+    async def _ensure(self) -> None:
+        async def declare(channel: aio_pika.abc.AbstractChannel) -> None:
+            await channel.declare_exchange(self.name, aio_pika.ExchangeType.FANOUT, durable=True)
+
+        await self.broker.admin(f"declaring topic {self.name!r}", declare)
+
+    async def _check_exists(self) -> None:
+        async def check(channel: aio_pika.abc.AbstractChannel) -> None:
+            await channel.get_exchange(self.name, ensure=True)
+
+        try:
+            await self.broker.admin(f"looking up topic {self.name!r}", check)
+        except NotFoundError:
+            raise NotFoundError(f"topic {self.name!r} does not exist on {self.broker.display_url}") from None
+
+    async def _delete(self) -> None:
+        await self._check_exists()
+        for group in sorted(self.known_groups):
+            queue = group_queue_name(self.name, group)
+
+            async def drop(channel: aio_pika.abc.AbstractChannel, queue: str = queue) -> None:
+                await channel.queue_delete(queue, if_unused=False, if_empty=False)
+
+            await self.broker.admin(f"deleting group queue {queue!r}", drop)
+        self.known_groups.clear()
+
+        async def drop_exchange(channel: aio_pika.abc.AbstractChannel) -> None:
+            await channel.exchange_delete(self.name, if_unused=False)
+
+        await self.broker.admin(f"deleting topic {self.name!r}", drop_exchange)
+
+    async def _stats(self) -> TopicStats:
+        await self._check_exists()
+        groups: dict[str, GroupStats] = {}
+        for group in sorted(self.known_groups):
+            queue = group_queue_name(self.name, group)
+
+            async def count(channel: aio_pika.abc.AbstractChannel, queue: str = queue) -> int | None:
+                declared = await channel.declare_queue(queue, passive=True)
+                return declared.declaration_result.message_count
+
+            try:
+                backlog = await self.broker.admin(f"counting group queue {queue!r}", count)
+            except NotFoundError:
+                self.known_groups.discard(group)
+                continue
+            groups[group] = GroupStats(backlog=backlog, in_flight=None)
+        return TopicStats(topic=self.name, groups=groups)
+
+    async def declare_group(self, channel: aio_pika.abc.AbstractChannel, group: str) -> str:
+        """Declare ``group``'s durable queue and bind it to the topic; return the queue name.
+
+        Runs on ``channel`` (a fresh admin channel): a mismatch closes it.
+        """
+        queue = group_queue_name(self.name, group)
+        arguments: dict[str, aio_pika.abc.FieldValue] | None = (
+            {"x-queue-type": "quorum"} if self.broker.uses_quorum else None
+        )
+        declared = await channel.declare_queue(queue, durable=True, arguments=arguments)
+        await declared.bind(self.name, routing_key="")
+        self.known_groups.add(group)
+        return queue
+
+    async def ensure_group(self, group: str) -> str:
+        """Declare ``group``'s queue (keeping an existing queue of the other type under ``auto``)."""
+
+        async def declare(channel: aio_pika.abc.AbstractChannel) -> str:
+            return await self.declare_group(channel, group)
+
+        try:
+            return await self.broker.admin(f"declaring group {group!r} of {self.name!r}", declare)
+        except ConfigurationError:
+            if self.broker.settings.queue_type != "auto":
+                raise
+        # auto: the queue exists with another type (say, a classic queue from an older setup): use it
+
+        async def bind_existing(channel: aio_pika.abc.AbstractChannel) -> str:
+            queue = group_queue_name(self.name, group)
+            declared = await channel.declare_queue(queue, passive=True)
+            await declared.bind(self.name, routing_key="")
+            self.known_groups.add(group)
+            return queue
+
+        log.info("group %r of %r keeps its existing queue type", group, self.name)
+        return await self.broker.admin(f"joining group {group!r} of {self.name!r}", bind_existing)
+
+    def _producer(self, **options: Any) -> RabbitProducer:
+        from polybus_rabbitmq._producer import RabbitProducer
+
+        _no_options(options, "producer")
+        return RabbitProducer(self)
+
+    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> RabbitConsumer:
+        from polybus_rabbitmq._consumer import RabbitConsumer
+
+        _no_options(options, "consumer")
+        if prefetch > 65535:
+            raise ConfigurationError(f"RabbitMQ's prefetch is at most 65535, got {prefetch}")
+        return RabbitConsumer(self, group, prefetch)
+
+
+def _no_options(options: dict[str, Any], what: str) -> None:
+    if options:
+        raise ConfigurationError(f"unknown RabbitMQ {what} options: {', '.join(sorted(options))}")
