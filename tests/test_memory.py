@@ -97,5 +97,7 @@ async def test_max_message_size_is_a_setting() -> None:
         assert broker.capabilities.max_message_size == 50
         async with broker.topic(unique_name("t")).producer() as p:
             await p.send(b"x" * 14)
-            with pytest.raises(polybus.MessageTooLargeError, match="51 bytes is larger than the broker's limit of 50"):
+            with pytest.raises(
+                polybus.MessageTooLargeError, match="51 bytes is larger than the broker's limit of 50"
+            ):
                 await p.send(b"x" * 15)
