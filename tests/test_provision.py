@@ -26,6 +26,10 @@ def test_service_on_standard_port_is_found_by_handshake(name: str) -> None:
     try:
         found, stop = discover(name, {}, Hooks(), sources=("port",))
     except BrokerUnavailable as exc:
+        if "is older than" in str(exc):  # answered the handshake, but passed over as too old
+            version = probe(name, provision.STANDARD_URLS[name])
+            assert provision._older_than_supported(name, version) is not None
+            return
         if required(name):
             raise
         pytest.skip(f"no {name} service on its standard port here: {exc}")
@@ -125,6 +129,16 @@ def test_a_real_broker_of_another_kind_is_rejected() -> None:
         probe("redis", "redis://127.0.0.1:4222/0", timeout=2.0)
     with pytest.raises(ProbeFailed):
         probe("kafka", "kafka://127.0.0.1:6379", timeout=2.0)
+
+
+def test_servers_older_than_supported_are_passed_over_for_a_local_one() -> None:
+    hooks = Hooks(probe=lambda name, url: "nats-server 2.9.10 (JetStream)")
+    with pytest.raises(BrokerUnavailable, match=r"2\.9\.10 \(JetStream\) is older than 2\.10"):
+        discover("nats", {}, hooks, sources=("port",))
+    newer = Hooks(probe=lambda name, url: "nats-server 2.15.1 (JetStream)")
+    assert discover("nats", {}, newer, sources=("port",))[0].source == "port"
+    redis = Hooks(probe=lambda name, url: "Redis 7.0.15")
+    assert discover("redis", {}, redis, sources=("port",))[0].source == "port"
 
 
 def _standard_port(name: str) -> int:

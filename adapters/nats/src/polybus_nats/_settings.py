@@ -1,0 +1,155 @@
+"""``NatsSettings``: every option of the NATS adapter, built from the URL and keyword options.
+
+``nats://user:password@host:4222?storage=file&ack_wait=30`` or ``tls://host:4222?tls_ca_file=...``.
+Passwords and tokens are ``SecretStr``: they never appear in a repr, a log line or an exception.
+Imports polybus core and pydantic only (never nats-py, so settings can be checked without it).
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.parse
+from typing import Any, Literal
+
+import pydantic
+from pydantic import SecretStr
+
+from polybus import ConfigurationError, ReconnectPolicy
+from polybus._settings import describe_error, split_url, url_options
+
+__all__ = ["NatsSettings"]
+
+DEFAULT_PORT = 4222
+
+
+class NatsSettings(pydantic.BaseModel):
+    """Options of ``nats://`` and ``tls://`` URLs; keyword options of ``connect()`` override the URL's."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    # -- connection ---------------------------------------------------------------------------
+    servers: list[str] = pydantic.Field(default_factory=lambda: [f"nats://127.0.0.1:{DEFAULT_PORT}"])
+    """Server addresses without credentials (``nats://host:port`` or ``tls://host:port``)."""
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    """Token authentication (``nats://TOKEN@host`` or ``?token=``)."""
+    creds_file: str | None = None
+    """A ``.creds`` file (JWT + NKey seed) for decentralised auth."""
+    nkeys_seed_file: str | None = None
+    """A file holding an NKey seed."""
+    tls: bool = False
+    """Use TLS (implied by the ``tls://`` scheme and by any ``tls_*`` file)."""
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_verify: bool = True
+    """Verify the server certificate and host name (turn off only for tests)."""
+    tls_hostname: str | None = None
+    tls_handshake_first: bool = False
+    name: str = "polybus"
+    """Connection name shown in the server's monitoring."""
+    connect_timeout: float = pydantic.Field(default=5.0, gt=0)
+    reconnect: ReconnectPolicy = pydantic.Field(default_factory=ReconnectPolicy)
+    """Backoff and jitter between reconnect attempts, and how long a send retries through an outage."""
+
+    # -- streams (topics) ---------------------------------------------------------------------
+    stream_prefix: str = ""
+    """Prefix of stream names: topic ``orders`` is stream ``{stream_prefix}orders``."""
+    subject_prefix: str = ""
+    """Prefix of subjects: topic ``orders`` is subject ``{subject_prefix}orders``."""
+    storage: Literal["file", "memory"] = "file"
+    retention: Literal["limits", "interest"] = "limits"
+    replicas: int = pydantic.Field(default=1, ge=1, le=5)
+    max_age: float | None = pydantic.Field(default=None, gt=0)
+    """Seconds a stream keeps a message (``None``: no age limit)."""
+    max_bytes: int | None = pydantic.Field(default=None, gt=0)
+    max_msgs: int | None = pydantic.Field(default=None, gt=0)
+    duplicate_window: float = pydantic.Field(default=120.0, gt=0)
+    """Seconds during which a re-sent message id is dropped by the server."""
+
+    # -- consumers (groups) -------------------------------------------------------------------
+    ack_wait: float = pydantic.Field(default=30.0, gt=0)
+    """Seconds before an unacked delivery is redelivered; held deliveries are kept alive meanwhile."""
+    max_ack_pending: int = pydantic.Field(default=20_000, ge=-1)
+    """Most unacked deliveries a group may have across all its members (-1: unlimited)."""
+    listener_inactive_threshold: float = pydantic.Field(default=3600.0, gt=0)
+    """Seconds without a receive after which the server removes a group-less listener (its process
+    vanished, or it stopped receiving); receiving from a removed listener raises NotFoundError."""
+    prefetch: int = pydantic.Field(default=256, ge=1)
+    """Default ``prefetch`` of consumers."""
+
+    # -- producers ----------------------------------------------------------------------------
+    publish_timeout: float = pydantic.Field(default=5.0, gt=0)
+    """Seconds to wait for the server's confirmation before a send is retried (with the same id)."""
+    max_pending_publishes: int = pydantic.Field(default=4000, ge=1)
+    """Most publishes awaiting confirmation at once (the pipeline window)."""
+
+    @pydantic.field_validator("stream_prefix")
+    @classmethod
+    def _check_stream_prefix(cls, value: str) -> str:
+        if not all(c.isascii() and (c.isalnum() or c in "_-") for c in value):
+            raise ValueError("may only hold ASCII letters, digits, '_' and '-'")
+        return value
+
+    @pydantic.field_validator("subject_prefix")
+    @classmethod
+    def _check_subject_prefix(cls, value: str) -> str:
+        if not all(c.isascii() and (c.isalnum() or c in "._-") for c in value) or ".." in value:
+            raise ValueError("may only hold ASCII letters, digits, '.', '_' and '-'")
+        return value
+
+    @property
+    def uses_tls(self) -> bool:
+        """True when the connection is encrypted."""
+        return (
+            self.tls
+            or any(s.startswith("tls://") for s in self.servers)
+            or bool(self.tls_ca_file or self.tls_cert_file)
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context to connect with, or ``None`` for a plain connection."""
+        if not self.uses_tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.tls_ca_file)
+            if self.tls_cert_file:
+                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load the TLS files: {exc}") from None
+        if not self.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> NatsSettings:
+        """Parse ``nats://[user[:password]@]host[:port][?option=value...]`` (or ``tls://``)."""
+        parts = split_url(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("nats", "tls"):
+            raise ConfigurationError(f"the nats adapter handles nats:// and tls:// URLs, not {scheme}://")
+        values: dict[str, Any] = {}
+        host = parts.hostname or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        values["servers"] = [f"{scheme}://{host}:{parts.port or DEFAULT_PORT}"]
+        if scheme == "tls":
+            values["tls"] = True
+        if parts.username:
+            user = urllib.parse.unquote(parts.username)
+            if parts.password is None:
+                values["token"] = user  # nats://TOKEN@host is the NATS convention
+            else:
+                values["user"] = user
+                values["password"] = urllib.parse.unquote(parts.password)
+        query = url_options(parts)
+        if "servers" in query:
+            query["servers"] = [s.strip() for s in query["servers"].split(",") if s.strip()]
+        values.update(query)
+        values.update(options)
+        try:
+            return cls(**values)
+        except pydantic.ValidationError as exc:
+            raise ConfigurationError(f"invalid nats options: {describe_error(exc, url)}") from None
