@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import time
 import urllib.parse
+from collections.abc import Iterator
 
 import pydantic
 import pytest
@@ -89,6 +91,23 @@ async def one(consumer: polybus.Consumer, timeout: float) -> Delivery:
     return delivery
 
 
+_SCRATCH: list[str] = []
+"""Topics the running case made, deleted after it so that real servers do not fill up."""
+
+
+def _scratch(broker: polybus.Broker, prefix: str) -> polybus.Topic:
+    topic = broker.topic(unique_name(prefix))
+    _SCRATCH.append(topic.name)
+    return topic
+
+
+async def _delete_topics(url: str, names: list[str]) -> None:
+    async with polybus.connect(url) as broker:
+        for name in names:
+            with contextlib.suppress(polybus.PolybusError):
+                await broker.topic(name).delete()
+
+
 def needs(caps: Capabilities, name: str) -> Support:
     level: Support = getattr(caps, name)
     if not level:
@@ -107,6 +126,18 @@ def bodies(deliveries: list[Delivery]) -> list[bytes]:
 class BrokerContract:
     """Subclass in a test module; provide a ``polybus_url`` fixture (the plugin has a default)."""
 
+    @pytest.fixture(autouse=True)
+    def _delete_scratch_topics(self, polybus_url: str) -> Iterator[None]:
+        _SCRATCH.clear()
+        yield
+        names = list(_SCRATCH)
+        _SCRATCH.clear()
+        if names:
+            try:
+                asyncio.run(asyncio.wait_for(_delete_topics(polybus_url, names), 60))
+            except Exception as exc:  # cleanup must never turn a result into an error
+                print(f"contract: could not delete scratch topics {names}: {exc!r}")
+
     # --- publish and consume -------------------------------------------------------------------
 
     async def test_roundtrip_keeps_body_headers_key_and_id(
@@ -114,7 +145,7 @@ class BrokerContract:
     ) -> None:
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("rt"))
+            topic = _scratch(broker, "rt")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
                 before = time.time()
                 body = bytes(range(256)) * 4
@@ -135,7 +166,7 @@ class BrokerContract:
     ) -> None:
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("codec"))
+            topic = _scratch(broker, "codec")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
                 await producer.send("héllo")
                 await producer.send({"a": [1, 2, None]})
@@ -163,7 +194,7 @@ class BrokerContract:
         cfg = polybus_contract_config
         n = cfg.count(200)
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("many"))
+            topic = _scratch(broker, "many")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
                 ids = await producer.send_many([{"i": i} for i in range(n)])
                 got = await collect(consumer, n, cfg.receive_timeout + n / 50)
@@ -176,7 +207,7 @@ class BrokerContract:
     ) -> None:
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
-            a, b = broker.topic(unique_name("iso-a")), broker.topic(unique_name("iso-b"))
+            a, b = _scratch(broker, "iso-a"), _scratch(broker, "iso-b")
             async with a.consumer("g") as ca, b.consumer("g") as cb, a.producer() as pa, b.producer() as pb:
                 await pa.send(b"for a")
                 await pb.send(b"for b")
@@ -196,7 +227,7 @@ class BrokerContract:
         needs((await _caps(polybus_url)), "fan_out")
         n = cfg.count(100)
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("fan"))
+            topic = _scratch(broker, "fan")
             async with (
                 topic.consumer("billing") as billing,
                 topic.consumer("email") as email,
@@ -214,7 +245,7 @@ class BrokerContract:
     ) -> None:
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("durable"))
+            topic = _scratch(broker, "durable")
             group = unique_name("g")
             async with topic.producer() as producer:
                 await producer.send(b"before the group existed")
@@ -235,7 +266,7 @@ class BrokerContract:
         n = cfg.count(300)
         group = unique_name("workers")
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("compete"))
+            topic = _scratch(broker, "compete")
             consumers = [topic.consumer(group, prefetch=10) for _ in range(3)]
             for c in consumers:
                 await c.open()
@@ -274,7 +305,7 @@ class BrokerContract:
     ) -> None:
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("listen"))
+            topic = _scratch(broker, "listen")
             async with topic.producer() as producer:
                 await producer.send(b"before listening")
                 async with topic.consumer() as listener, topic.consumer("g") as grouped:
@@ -295,7 +326,7 @@ class BrokerContract:
         cfg = polybus_contract_config
         caps = await _caps(polybus_url)
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("nack"))
+            topic = _scratch(broker, "nack")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
                 sent_id = await producer.send(b"retry me")
                 first = await one(consumer, cfg.receive_timeout)
@@ -317,7 +348,7 @@ class BrokerContract:
         needs((await _caps(polybus_url)), "delayed_nack")
         delay = cfg.nack_delay
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("delay"))
+            topic = _scratch(broker, "delay")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
                 await producer.send(b"slow")
                 first = await one(consumer, cfg.receive_timeout)
@@ -341,7 +372,7 @@ class BrokerContract:
     ) -> None:
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("reject"))
+            topic = _scratch(broker, "reject")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
                 await producer.send(b"poison")
                 bad = await one(consumer, cfg.receive_timeout)
@@ -357,7 +388,7 @@ class BrokerContract:
     ) -> None:
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("twice"))
+            topic = _scratch(broker, "twice")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
                 await producer.send(b"x")
                 d = await one(consumer, cfg.receive_timeout)
@@ -374,7 +405,7 @@ class BrokerContract:
         caps = await _caps(polybus_url)
         group = unique_name("g")
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("close"))
+            topic = _scratch(broker, "close")
             async with topic.consumer(group) as first, topic.producer() as producer:
                 await producer.send_many([b"a", b"b", b"c"])
                 held = await collect(first, 3, cfg.receive_timeout, ack=False)
@@ -397,7 +428,7 @@ class BrokerContract:
         group = unique_name("g")
         received = asyncio.Event()
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("cancel"))
+            topic = _scratch(broker, "cancel")
 
             async def handler_task() -> None:
                 async with topic.consumer(group) as consumer:
@@ -426,7 +457,7 @@ class BrokerContract:
         needs((await _caps(polybus_url)), "competing_consumers")
         group = unique_name("g")
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("prefetch"))
+            topic = _scratch(broker, "prefetch")
             async with topic.consumer(group, prefetch=2) as small, topic.producer() as producer:
                 await producer.send_many([b"1", b"2", b"3"])
                 held = await collect(small, 2, cfg.receive_timeout, ack=False)
@@ -449,7 +480,7 @@ class BrokerContract:
         per_key = cfg.count(30, minimum=10)
         keys = ["k1", "k2", "k3"]
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("order"))
+            topic = _scratch(broker, "order")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
                 messages = [polybus.Message.of(f"{k}:{i}", key=k) for i in range(per_key) for k in keys]
                 for start in range(0, len(messages), 10):  # several batches, interleaved keys
@@ -473,7 +504,7 @@ class BrokerContract:
         seen: set[str] = set()
         done = asyncio.Event()
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("volume"))
+            topic = _scratch(broker, "volume")
             consumers = [topic.consumer(group) for _ in range(n_consumers)]
             for c in consumers:
                 await c.open()
@@ -514,7 +545,7 @@ class BrokerContract:
         group = unique_name("g")
         seen: set[bytes] = set()
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("churn"))
+            topic = _scratch(broker, "churn")
             async with topic.consumer(group):
                 pass
 
@@ -553,7 +584,7 @@ class BrokerContract:
         cfg = polybus_contract_config
         n = cfg.count(100)
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("flush"))
+            topic = _scratch(broker, "flush")
             async with topic.consumer(unique_name("g")) as consumer:
                 producer = topic.producer()
                 await producer.open()
@@ -580,7 +611,7 @@ class BrokerContract:
             limit = broker.capabilities.max_message_size
             if limit is None:
                 pytest.skip("broker declares no maximum message size")
-            topic = broker.topic(unique_name("big"))
+            topic = _scratch(broker, "big")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
                 with pytest.raises(polybus.MessageTooLargeError) as info:
                     await producer.send(b"x" * (limit + 1))
@@ -596,7 +627,7 @@ class BrokerContract:
     async def test_unencodable_body_and_bad_headers_raise_encode_error(self, polybus_url: str) -> None:
         async with (
             polybus.connect(polybus_url) as broker,
-            broker.topic(unique_name("enc")).producer() as producer,
+            _scratch(broker, "enc").producer() as producer,
         ):
             with pytest.raises(polybus.EncodeError):
                 await producer.send(object())
@@ -607,7 +638,7 @@ class BrokerContract:
         self, polybus_url: str, polybus_contract_config: ContractConfig
     ) -> None:
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("life"))
+            topic = _scratch(broker, "life")
             with pytest.raises(polybus.NotFoundError):
                 await topic.stats()
             await topic.ensure()
@@ -628,7 +659,7 @@ class BrokerContract:
         cfg = polybus_contract_config
         needs((await _caps(polybus_url)), "backlog_stats")
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("stats"))
+            topic = _scratch(broker, "stats")
             group = unique_name("g")
             async with topic.consumer(group):
                 pass
@@ -656,7 +687,7 @@ class BrokerContract:
     async def test_closed_objects_refuse_use(self, polybus_url: str) -> None:
         broker = polybus.connect(polybus_url)
         async with broker:
-            topic = broker.topic(unique_name("closed"))
+            topic = _scratch(broker, "closed")
             producer = topic.producer()
             consumer = topic.consumer(unique_name("g"))
             await producer.open()
@@ -687,7 +718,7 @@ class BrokerContract:
         with pytest.raises(polybus.BrokerConnectionError) as info:
             async with asyncio.timeout(60):
                 async with broker:
-                    await broker.topic(unique_name("t")).ensure()
+                    await _scratch(broker, "t").ensure()
         chain: BaseException | None = info.value
         while chain is not None:  # nothing in the cause chain shows the password either
             assert canary not in str(chain) and canary not in repr(chain)
@@ -700,8 +731,8 @@ class BrokerContract:
         """A tour of failure paths: every error raised is a PolybusError (or a documented ValueError)."""
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
-            topic = broker.topic(unique_name("errs"))
-            missing = broker.topic(unique_name("missing"))
+            topic = _scratch(broker, "errs")
+            missing = _scratch(broker, "missing")
             for operation in (missing.stats, missing.delete):
                 with pytest.raises(polybus.PolybusError):
                     await operation()
