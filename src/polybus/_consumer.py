@@ -129,7 +129,8 @@ class Consumer(AsyncResource):
         self._unsettled[delivery] = None
         return delivery
 
-    async def _settle(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
+    def _mark_settled(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Record the settlement (before the broker work): refuses a closed consumer or a second one."""
         if self._closed:
             raise ClosedError(
                 f"{self!r} is closed: delivery {delivery.id!r} was handed back to the group "
@@ -138,7 +139,6 @@ class Consumer(AsyncResource):
         delivery._settle(outcome)
         self._unsettled.pop(delivery, None)
         self._room.set()
-        await self._settle_native(delivery, outcome, delay)
 
     async def _aclose(self) -> None:
         self.topic.broker._untrack(self)

@@ -97,7 +97,9 @@ class Delivery:
 
     async def ack(self) -> None:
         """The message was handled: it will not be delivered again to this group."""
-        await self._consumer._settle(self, Outcome.ACK, None)
+        consumer = self._consumer
+        consumer._mark_settled(self, Outcome.ACK)
+        await consumer._settle_native(self, Outcome.ACK, None)
 
     async def nack(self, delay: float | None = None) -> None:
         """Handling failed: redeliver to the group, after ``delay`` seconds if given.
@@ -106,11 +108,15 @@ class Delivery:
         """
         if delay is not None and delay < 0:
             raise ValueError(f"nack delay must be >= 0 seconds, got {delay}")
-        await self._consumer._settle(self, Outcome.NACK, delay)
+        consumer = self._consumer
+        consumer._mark_settled(self, Outcome.NACK)
+        await consumer._settle_native(self, Outcome.NACK, delay)
 
     async def reject(self) -> None:
         """The message can never be handled: drop it (or dead-letter it where configured)."""
-        await self._consumer._settle(self, Outcome.REJECT, None)
+        consumer = self._consumer
+        consumer._mark_settled(self, Outcome.REJECT)
+        await consumer._settle_native(self, Outcome.REJECT, None)
 
     def text(self) -> str:
         """The body decoded as UTF-8."""

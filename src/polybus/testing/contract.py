@@ -49,6 +49,9 @@ class ContractConfig:
     """How long to watch to be sure that a message does *not* arrive."""
     nack_delay: float = 2.0
     """The delay used by the ``nack(delay)`` cases."""
+    partitioned: bool = False
+    """Members of a group own partitions (Kafka): the next message of a partition whose member
+    holds unsettled work waits for that member instead of going to another one."""
 
     def count(self, n: int, minimum: int = 20) -> int:
         return max(minimum, int(n * self.scale))
@@ -410,14 +413,16 @@ class BrokerContract:
                 await producer.send_many([b"a", b"b", b"c"])
                 held = await collect(first, 3, cfg.receive_timeout, ack=False)
                 assert len(held) == 3
+                # ack the first one received (without a key, arrival order across partitions or
+                # shards need not be send order)
                 await held[0].ack()
-            # closed with b and c unsettled: a late ack is refused, and both come back
+            # closed with two unsettled: a late ack is refused, and both come back
             with pytest.raises(polybus.ClosedError):
                 await held[1].ack()
             async with topic.consumer(group) as second:
                 again = await collect(second, 2, cfg.receive_timeout * 2)
                 await expect_nothing(second, cfg.quiet_period)
-        assert sorted(bodies(again)) == [b"b", b"c"]
+        assert sorted(bodies(again)) == sorted(bodies(held[1:]))
         if caps.delivery_count is Support.NATIVE:
             assert all(d.attempt == 2 for d in again)
 
@@ -464,10 +469,21 @@ class BrokerContract:
                 assert len(held) == 2
                 assert await small.receive(timeout=cfg.quiet_period) is None, "prefetch=2 handed out a third"
                 async with topic.consumer(group) as other:
-                    third = await one(other, cfg.receive_timeout * 2)
+                    maybe = await other.receive(timeout=cfg.receive_timeout * 2)
+                    if maybe is None and cfg.partitioned:
+                        # the third may share a partition with a held one, and a partition stays
+                        # with its member: it arrives once the held ones are settled
+                        for d in held:
+                            await d.ack()
+                        maybe = await small.receive(timeout=cfg.receive_timeout) or await other.receive(
+                            timeout=cfg.receive_timeout
+                        )
+                    assert maybe is not None, "the third message never reached another member of the group"
+                    third = maybe
                     await third.ack()
                 for d in held:
-                    await d.ack()
+                    if not d.settled:
+                        await d.ack()
         assert sorted([*bodies(held), third.body]) == [b"1", b"2", b"3"]
 
     # --- ordering and volume ------------------------------------------------------------------
