@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import ssl
 import urllib.parse
 from typing import Any
 
@@ -15,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from polybus._errors import ConfigurationError
 
-__all__ = ["PolybusSettings", "describe_error", "redact_url", "split_url", "url_options"]
+__all__ = ["PolybusSettings", "describe_error", "redact_url", "split_url", "tls_context", "url_options"]
 
 
 class PolybusSettings(BaseSettings):
@@ -88,3 +89,34 @@ def describe_error(exc: BaseException, url: str) -> str:
     if password:
         text = text.replace(password, "***").replace(urllib.parse.unquote(password), "***")
     return text
+
+
+def tls_context(
+    *,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    key_password: SecretStr | None = None,
+    verify: bool = True,
+    check_hostname: bool = True,
+    where: str = "",
+) -> ssl.SSLContext:
+    """A client TLS context from the usual settings; unreadable files raise ConfigurationError.
+
+    ``verify=False`` turns off certificate and host-name checks (test servers only);
+    ``check_hostname=False`` keeps the certificate check and skips the host name.
+    """
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        if cert_file:
+            password = key_password.get_secret_value() if key_password else None
+            context.load_cert_chain(cert_file, key_file, password)
+    except (OSError, ssl.SSLError) as exc:
+        suffix = f" for {where}" if where else ""
+        raise ConfigurationError(f"cannot load the TLS files{suffix}: {exc}") from None
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif not check_hostname:
+        context.check_hostname = False
+    return context

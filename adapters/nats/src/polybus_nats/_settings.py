@@ -15,7 +15,7 @@ import pydantic
 from pydantic import SecretStr
 
 from polybus import ConfigurationError, ReconnectPolicy
-from polybus._settings import describe_error, split_url, url_options
+from polybus._settings import describe_error, split_url, tls_context, url_options
 
 __all__ = ["NatsSettings"]
 
@@ -112,16 +112,12 @@ class NatsSettings(pydantic.BaseModel):
         """The TLS context to connect with, or ``None`` for a plain connection."""
         if not self.uses_tls:
             return None
-        try:
-            context = ssl.create_default_context(cafile=self.tls_ca_file)
-            if self.tls_cert_file:
-                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigurationError(f"cannot load the TLS files: {exc}") from None
-        if not self.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return tls_context(
+            ca_file=self.tls_ca_file,
+            cert_file=self.tls_cert_file,
+            key_file=self.tls_key_file,
+            verify=self.tls_verify,
+        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> NatsSettings:
