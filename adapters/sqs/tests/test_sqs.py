@@ -44,7 +44,12 @@ async def test_event_loop_keeps_ticking_while_consumers_long_poll(polybus_url: s
             assert d is not None and d.body == b"wake"
             await d.ack()
     assert len(gaps) > 100
-    assert max(gaps) < 0.05, f"the event loop was blocked for {max(gaps) * 1000:.0f} ms"
+    # A boto3 call on the loop would block it on every poll (a long poll for seconds, any other
+    # call for the length of an HTTP round trip). A shared 2-core machine may preempt the process
+    # now and then, so one tick in a hundred may be late, but never by a long poll's worth.
+    late = sorted(g for g in gaps if g >= 0.05)
+    assert len(late) <= len(gaps) // 100, f"{len(late)} of {len(gaps)} ticks late: {late}"
+    assert max(gaps) < 0.25, f"the event loop was blocked for {max(gaps) * 1000:.0f} ms"
 
 
 async def test_handler_longer_than_the_visibility_timeout_is_not_redelivered(url_with: Any) -> None:
