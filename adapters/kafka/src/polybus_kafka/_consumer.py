@@ -1,0 +1,497 @@
+"""``KafkaConsumer``: a member of a consumer group (or a listener without one) on one topic.
+
+A group member subscribes to the topic and to its group's retry topic, with the busy-aware
+assignor. Acks mark offsets settled in a ``PartitionTracker``; a background task commits the
+contiguous settled prefix of each partition every ``commit_interval``. ``nack(delay)`` stores a
+copy on the retry topic (attempt + 1, due time) and then settles the original; retry records are
+held in memory until due, so a long delay never stalls a partition. A listener without a group
+reads every partition from its end and keeps nacks in memory. Imports aiokafka, polybus core
+modules and this package's modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kerrors
+
+from polybus import ConfigurationError, Consumer, Delivery, Message, OperationTimeout, PolybusError
+from polybus._delivery import Outcome
+from polybus_kafka._assignor import BusyAwareAssignor
+from polybus_kafka._errors import translated
+from polybus_kafka._offsets import PartitionTracker
+from polybus_kafka._producer import publish
+from polybus_kafka._wire import (
+    ATTEMPT_HEADER,
+    DUE_HEADER,
+    ID_HEADER,
+    INTERNAL_HEADERS,
+    group_id,
+    retry_topic,
+)
+
+if TYPE_CHECKING:
+    from polybus_kafka._broker import KafkaTopic
+
+__all__ = ["KafkaConsumer"]
+
+log = logging.getLogger("polybus.kafka")
+_SEQ = itertools.count()
+
+
+class KafkaConsumer(Consumer):
+    """Receives from a Kafka topic as a member of consumer group ``<topic>.<group>``."""
+
+    topic: KafkaTopic
+
+    def __init__(self, topic: KafkaTopic, group: str | None, prefetch: int, *, start: str = "latest") -> None:
+        if start not in ("latest", "earliest"):
+            raise ConfigurationError(f"start must be 'latest' or 'earliest', not {start!r}")
+        super().__init__(topic, group, prefetch)
+        self._start = start
+        self._client: AIOKafkaConsumer | None = None
+        self._trackers: dict[TopicPartition, PartitionTracker] = {}
+        self._delayed: list[tuple[float, int, Delivery]] = []  # (due, seq, delivery), a heap
+        self._retry = retry_topic(topic.name, group) if group else None
+        self._assigned = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._committer: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._joining_since: float | None = None
+        self._assignor: BusyAwareAssignor | None = None
+        self._paused = False
+
+    @property
+    def client(self) -> AIOKafkaConsumer:
+        assert self._client is not None
+        return self._client
+
+    # -- joining ---------------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        try:
+            if self.group is None:
+                await self._open_listener()
+            else:
+                await self._open_member()
+        except BaseException:
+            await self._stop_client()
+            raise
+
+    async def _open_listener(self) -> None:
+        broker = self.topic.broker
+        tps = await broker.partitions(self.topic.name)
+        if self._start == "earliest":
+            with translated(f"reading start offsets of {self.topic.name!r}"):
+                probe = broker.new_consumer()
+                try:
+                    await probe.start()
+                    ends = dict(await probe.beginning_offsets(tps))
+                finally:
+                    await probe.stop()
+        else:
+            ends = await broker.end_offsets(tps)
+        self._client = broker.new_consumer()
+        with translated(f"opening a listener on {self.topic.name!r}"):
+            await self._client.start()
+            self._client.assign(tps)
+            for tp in tps:
+                self._client.seek(tp, ends[tp])
+                self._trackers[tp] = PartitionTracker(tp, ends[tp])
+
+    async def _open_member(self) -> None:
+        broker, s = self.topic.broker, self.topic.broker.settings
+        assert self._retry is not None and self.group is not None
+        await broker.create_topic(self._retry, s.retry_partitions or s.partitions)
+        self._assignor = BusyAwareAssignor(self._busy_partitions)
+        self._client = broker.new_consumer(
+            group_id=group_id(self.topic.name, self.group),
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            rebalance_timeout_ms=s.rebalance_timeout_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            partition_assignment_strategy=(self._assignor,),
+        )
+        with translated(f"joining group {self.group!r} of {self.topic.name!r}"):
+            await self._client.start()
+            self._joining_since = time.monotonic()
+            self._watchdog = asyncio.create_task(self._watch_joins())
+            self._client.subscribe([self.topic.name, self._retry], listener=_Rebalance(self))
+            try:
+                await asyncio.wait_for(self._assigned.wait(), s.join_timeout)
+            except TimeoutError:
+                raise OperationTimeout(
+                    f"could not join group {self.group!r} of {self.topic.name!r} within {s.join_timeout}s"
+                ) from None
+        self._committer = asyncio.create_task(self._commit_loop())
+
+    def _busy_partitions(self) -> list[tuple[str, int]]:
+        return [(tp.topic, tp.partition) for tp, t in self._trackers.items() if t.alive and t.busy]
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._joining_since = time.monotonic()
+        await self._commit()  # keep what is settled; the rest is redelivered by the next owner
+
+    async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        keep = set(assigned)
+        for tp, tracker in list(self._trackers.items()):
+            if tp not in keep:
+                tracker.alive = False
+                del self._trackers[tp]
+        self._forget_dead()
+        client = self.client
+        new = [tp for tp in assigned if tp not in self._trackers]
+        for tp in assigned:
+            if tp in self._trackers:  # kept: go on after what we already hold, do not re-read it
+                client.seek(tp, self._trackers[tp].next_offset)
+        # aiokafka hands out records of the new assignment while this callback still awaits the
+        # broker below; a record of a partition without a tracker yet would be skipped (and a later
+        # commit would pass it), so the new partitions stay paused until their trackers exist.
+        client.pause(*new)
+        try:
+            await self._track_new(new)
+        finally:
+            still_open = self._client is not None
+            if still_open:
+                with contextlib.suppress(kerrors.IllegalStateError):
+                    client.resume(*new)
+                self._paused = False  # a new assignment starts unpaused: pause the retry topic again if full
+                with contextlib.suppress(kerrors.IllegalStateError):
+                    self._pause_retry()
+        self._joining_since = None
+        self._assigned.set()
+
+    async def _track_new(self, new: list[TopicPartition]) -> None:
+        """Set up trackers of newly assigned partitions (a new group starts at the end of each)."""
+        if not new:
+            return
+        client, broker = self.client, self.topic.broker
+        gid = group_id(self.topic.name, self.group or "")
+        committed: dict[TopicPartition, int] = {}
+        try:
+            committed = await broker.committed(gid, new)
+            fresh = [tp for tp in new if tp.topic == self.topic.name and tp not in committed]
+            if self._start == "earliest":
+                fresh = []  # a new group replays the log from its start (auto_offset_reset)
+            if fresh:  # a new group: it starts with the messages sent from now on
+                ends = await broker.end_offsets(fresh)
+                for tp in fresh:
+                    client.seek(tp, ends[tp])
+                    committed[tp] = ends[tp]
+                await client.commit({tp: ends[tp] for tp in fresh})
+        except (PolybusError, kerrors.KafkaError) as exc:
+            # positions then come from the commits, or the start of the log: duplicates, never loss
+            log.warning("group %s: setting start offsets failed (%s)", gid, exc)
+        for tp in new:
+            self._trackers[tp] = PartitionTracker(tp, committed.get(tp, 0))
+
+    async def _watch_joins(self) -> None:
+        """Un-wedge a rebalance that waits for a leader that already left (tansu; see docs/kafka.md).
+
+        tansu keeps naming a leader that left the group while a rebalance was under way, so the other
+        members' SyncGroups fail until that leader times out, which it never does: it is no member any
+        more. After ``session + rebalance timeout`` without an assignment, this member asks the
+        coordinator who leads (a JoinGroup as itself, as aiokafka sends anyway), and if that is no member
+        of the group (DescribeGroups), joins once in its name: the coordinator then evicts it after a
+        session timeout, as any silent member, and the next join elects a live leader. On Apache Kafka
+        joins end well before.
+        """
+        s = self.topic.broker.settings
+        patience = (s.session_timeout_ms + s.rebalance_timeout_ms) / 1000
+        while True:
+            await asyncio.sleep(min(1.0, patience / 4))
+            since = self._joining_since
+            if since is None or time.monotonic() - since < patience:
+                continue
+            try:
+                await self._unwedge(time.monotonic() - since)
+            except Exception as exc:  # best effort: the join goes on as it is
+                log.info("group %s: probing a stuck rebalance failed (%r)", self.group, exc)
+            if self._joining_since is not None:
+                self._joining_since = time.monotonic()  # try again after another full wait
+
+    async def _unwedge(self, waited: float) -> None:
+        client, assignor = self._client, self._assignor
+        coordinator = getattr(client, "_coordinator", None)
+        member = getattr(coordinator, "member_id", None) if coordinator is not None else None
+        if client is None or assignor is None or assignor.last_metadata is None:
+            return
+        if not isinstance(member, str) or not member:
+            return
+        assert self._retry is not None
+        broker = self.topic.broker
+        gid = group_id(self.topic.name, self.group or "")
+        # the same metadata as aiokafka's own last JoinGroup: the coordinator sees nothing new
+        leader = await broker.join_group_as(gid, member, assignor.last_metadata.encode())
+        if not leader or leader == member or self._joining_since is None:
+            return
+        members = await broker.group_members(gid)
+        if members is None or leader in members:
+            return  # a member: it syncs, or the coordinator evicts it once its session expires
+        log.warning(
+            "group %s: no assignment after %.0fs, the coordinator names %s leader, which left the group: "
+            "joining in its name so that the coordinator evicts it",
+            gid,
+            waited,
+            leader,
+        )
+        empty = BusyAwareAssignor(lambda: ()).metadata([self.topic.name, self._retry])
+        await broker.join_group_as(gid, leader, empty.encode())
+
+    def _forget_dead(self) -> None:
+        """Drop buffered and delayed deliveries of partitions this member no longer owns."""
+        live = [d for d in self._buffer if d.native[0].alive]
+        if len(live) != len(self._buffer):
+            self._buffer.clear()
+            self._buffer.extend(live)
+        delayed = [e for e in self._delayed if e[2].native[0].alive]
+        if len(delayed) != len(self._delayed):
+            heapq.heapify(delayed)
+            self._delayed = delayed
+
+    # -- fetching --------------------------------------------------------------------------------
+
+    async def _fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        now = time.time()
+        out = self._pop_due(now, max_messages)
+        if out:
+            return out
+        if self._delayed:
+            timeout = max(0.0, min(timeout, self._delayed[0][0] - now))
+        with translated(f"fetching from {self.topic.name!r}"):
+            records = await self.client.getmany(timeout_ms=0, max_records=max_messages)
+            if not records and timeout > 0:
+                records = await self._wait_for_records(timeout, max_messages)
+        now = time.time()
+        for tp, batch in records.items():
+            tracker = self._trackers.get(tp)
+            if tracker is None or not tracker.alive:
+                if tracker is None and batch and tp in self.client.assignment():
+                    # assigned, but its tracker is not set up yet: read these again later
+                    self.client.seek(tp, batch[0].offset)
+                continue  # revoked while fetching: the new owner reads it from the last commit
+            retry = tp.topic == self._retry
+            for record in batch:
+                if not tracker.add(record.offset):
+                    continue
+                delivery, due = self._delivery(record, tracker, retry)
+                if due > now:
+                    heapq.heappush(self._delayed, (due, next(_SEQ), delivery))
+                else:
+                    out.append(delivery)
+        self._pause_retry()
+        return out
+
+    async def _wait_for_records(self, timeout: float, max_messages: int) -> dict[TopicPartition, list[Any]]:
+        """``getmany`` that ``_interrupt`` can end early (the consumer is closing)."""
+        self._wakeup.clear()
+        fetch = asyncio.ensure_future(
+            self.client.getmany(timeout_ms=int(timeout * 1000), max_records=max_messages)
+        )
+        woken = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({fetch, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if not fetch.done():
+                fetch.cancel()
+        try:
+            records: dict[TopicPartition, list[Any]] = await fetch
+            return records
+        except asyncio.CancelledError:
+            if not fetch.cancelled():
+                raise
+            return {}
+
+    def _pop_due(self, now: float, limit: int) -> list[Delivery]:
+        out: list[Delivery] = []
+        while self._delayed and self._delayed[0][0] <= now and len(out) < limit:
+            out.append(heapq.heappop(self._delayed)[2])
+        return out
+
+    def _pause_retry(self) -> None:
+        if self._retry is None:
+            return
+        full = len(self._delayed) >= self.topic.broker.settings.retry_buffer
+        if full != self._paused:
+            tps = [tp for tp in self._trackers if tp.topic == self._retry]
+            (self.client.pause if full else self.client.resume)(*tps)
+            self._paused = full
+
+    def _delivery(self, record: Any, tracker: PartitionTracker, retry: bool) -> tuple[Delivery, float]:
+        # the hot path of consuming: one pass over the headers, the common case first
+        headers: dict[str, str] = {}
+        message_id = None
+        attempt, due = 1, 0.0
+        for name, value in record.headers or ():
+            try:
+                text = value.decode() if value is not None else ""
+            except UnicodeDecodeError:
+                text = value.decode("utf-8", "backslashreplace")
+            if name not in INTERNAL_HEADERS:
+                headers[name] = text
+            elif name == ID_HEADER:
+                message_id = text
+            else:
+                attempt, due = _retry_header(name, text, attempt, due, retry)
+        key = record.key
+        delivery = Delivery(
+            self,
+            id=message_id or f"{record.topic}-{record.partition}-{record.offset}",
+            topic=self.topic.name,
+            body=record.value if record.value is not None else b"",
+            headers=headers,
+            key=None if key is None else key.decode("utf-8", "backslashreplace"),
+            timestamp=record.timestamp / 1000,
+            attempt=attempt,
+            native=(tracker, record.offset),
+        )
+        return delivery, due
+
+    def _interrupt(self) -> None:
+        self._wakeup.set()
+
+    # -- settling --------------------------------------------------------------------------------
+
+    async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
+        tracker, offset = delivery.native
+        if (
+            outcome is Outcome.NACK
+            and tracker.alive
+            and (self._retry is None or not await self._send_retry(delivery, delay))
+        ):
+            self._requeue(delivery, delay)  # in memory: the offset stays unsettled meanwhile
+            return
+        if self._retry is not None and tracker.alive and tracker.done(offset):
+            self._dirty.set()
+
+    async def _send_retry(self, delivery: Delivery, delay: float | None) -> bool:
+        assert self._retry is not None
+        due = time.time() + (delay or 0.0)
+        copy = Message(
+            body=delivery.body,
+            headers=delivery.headers,
+            key=delivery.key,
+            id=delivery.id,
+            timestamp=delivery.timestamp,
+        )
+        extra = {ATTEMPT_HEADER: str(delivery.attempt + 1), DUE_HEADER: str(int(due * 1000))}
+        try:
+            await publish(self.topic.broker, self._retry, [copy], [extra])
+        except PolybusError as exc:
+            log.warning("nack of %s: the retry copy failed (%s); redelivering from memory", delivery.id, exc)
+            return False
+        return True
+
+    def _requeue(self, delivery: Delivery, delay: float | None) -> None:
+        again = Delivery(
+            self,
+            id=delivery.id,
+            topic=delivery.topic,
+            body=delivery.body,
+            headers=delivery.headers,
+            key=delivery.key,
+            timestamp=delivery.timestamp,
+            attempt=delivery.attempt + 1,
+            native=delivery.native,
+        )
+        heapq.heappush(self._delayed, (time.time() + (delay or 0.0), next(_SEQ), again))
+        self._wakeup.set()
+
+    async def _commit_loop(self) -> None:
+        interval = self.topic.broker.settings.commit_interval
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(interval)  # coalesce the acks of this interval into one commit
+            self._dirty.clear()
+            if not await self._commit():
+                self._dirty.set()
+                await asyncio.sleep(0.5)
+
+    async def _commit(self) -> bool:
+        """Commit each partition's contiguous settled prefix; False if the broker refused."""
+        if self._retry is None or self._client is None:
+            return True
+        async with self._commit_lock:
+            offsets = {tp: t.commit_point for tp, t in self._trackers.items() if t.alive and t.dirty}
+            if not offsets:
+                return True
+            try:
+                await self._client.commit(offsets)
+            except (kerrors.KafkaError, kerrors.IllegalOperation, OSError) as exc:
+                log.info("commit of %d partitions failed (%s); retrying", len(offsets), type(exc).__name__)
+                return False
+            for tp, offset in offsets.items():
+                tracker = self._trackers.get(tp)
+                if tracker is not None:
+                    tracker.committed = max(tracker.committed, offset)
+            return True
+
+    # -- leaving ---------------------------------------------------------------------------------
+
+    async def _release(self, deliveries: list[Delivery]) -> None:
+        await self._stop_watchdog()
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        await self._commit()  # unsettled offsets stay uncommitted: the group reads them again
+        for tracker in self._trackers.values():
+            tracker.alive = False
+        self._delayed.clear()
+        await self._stop_client()
+
+    async def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _stop_client(self) -> None:
+        await self._stop_watchdog()
+        client, self._client = self._client, None
+        if client is None:
+            return
+        # aiokafka leaves the group only from generation 1 on; tansu numbers the first generation 0,
+        # and a member that does not leave holds up the next join for a whole session timeout.
+        coordinator = getattr(client, "_coordinator", None)
+        member = getattr(coordinator, "member_id", None) if coordinator is not None else None
+        first_generation = coordinator is not None and getattr(coordinator, "generation", -1) == 0
+        with contextlib.suppress(Exception):
+            await client.stop()
+        if first_generation and member and self.group is not None:
+            await self.topic.broker.leave_group(group_id(self.topic.name, self.group), member)
+
+
+def _retry_header(name: str, text: str, attempt: int, due: float, retry: bool) -> tuple[int, float]:
+    """Apply a ``polybus-attempt`` or ``polybus-due`` header; malformed values are ignored."""
+    try:
+        if name == ATTEMPT_HEADER:
+            return max(1, int(text)), due
+        if retry:  # a due time only counts on the retry topic
+            return attempt, int(text) / 1000
+    except ValueError:
+        pass
+    return attempt, due
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._consumer._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._consumer._on_assigned(assigned)

@@ -1,0 +1,72 @@
+"""The wire format: Kafka names polybus derives, and the record headers it adds and reads.
+
+A polybus message is one Kafka record: value = body, key = UTF-8 key, timestamp = send time (ms),
+headers = the message's headers plus ``polybus-id``. Copies on a retry topic also carry
+``polybus-attempt`` and ``polybus-due``. Imports polybus core modules only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from polybus._message import ID_HEADER, Message
+
+__all__ = [
+    "ATTEMPT_HEADER",
+    "DUE_HEADER",
+    "ID_HEADER",
+    "INTERNAL_HEADERS",
+    "group_id",
+    "record_headers",
+    "retry_topic",
+]
+
+ATTEMPT_HEADER = "polybus-attempt"
+"""On retry copies: the attempt number of the next delivery (2, 3...)."""
+DUE_HEADER = "polybus-due"
+"""On retry copies: when the copy may be delivered, in milliseconds since the epoch."""
+INTERNAL_HEADERS = frozenset({ID_HEADER, ATTEMPT_HEADER, DUE_HEADER})
+"""Headers polybus reads itself and does not show in ``Delivery.headers``."""
+
+_MAX_NAME = 249  # Kafka's limit for topic names
+
+
+def _bounded(name: str) -> str:
+    if len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{name[: _MAX_NAME - 17]}_{digest}"
+
+
+def group_id(topic: str, group: str) -> str:
+    """The Kafka consumer group of polybus group ``group`` on ``topic``: ``<topic>.<group>``.
+
+    polybus names never contain ``.``, so the mapping is unambiguous, and groups of the same name
+    on different topics stay apart, as the semantic model requires.
+    """
+    return f"{topic}.{group}"
+
+
+def split_group_id(topic: str, gid: str) -> str | None:
+    """The polybus group name of Kafka group ``gid`` if it belongs to ``topic``, else ``None``."""
+    prefix = f"{topic}."
+    if gid.startswith(prefix) and "." not in gid[len(prefix) :]:
+        return gid[len(prefix) :]
+    return None
+
+
+def retry_topic(topic: str, group: str) -> str:
+    """The group's own retry topic, ``<topic>.<group>.retry``, read by the group alongside ``topic``."""
+    return _bounded(f"{topic}.{group}.retry")
+
+
+def record_headers(message: Message, extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+    """Kafka headers for ``message``: its headers, ``polybus-id``, then ``extra``."""
+    source = message.headers
+    if ID_HEADER in source or ATTEMPT_HEADER in source or DUE_HEADER in source:
+        source = {k: v for k, v in source.items() if k not in INTERNAL_HEADERS}
+    headers = [(k, v.encode()) for k, v in source.items()]
+    headers.append((ID_HEADER, message.id.encode()))
+    if extra:
+        headers.extend((k, v.encode()) for k, v in extra.items())
+    return headers

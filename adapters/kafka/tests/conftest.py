@@ -1,0 +1,48 @@
+"""Fixtures of the kafka adapter's tests: the broker URL (tansu or Kafka, found by the harness)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from polybus_kafka import KafkaSettings
+
+from polybus.testing.contract import ContractConfig
+from polybus.testing.plugin import broker_url
+
+# tansu holds every JoinGroup for half the session timeout (Kafka: a fixed 3 s for a new group) and
+# accepts short sessions; Kafka refuses sessions under 6 s by default, so only tansu gets these.
+TANSU_FAST_GROUPS = "session_timeout_ms=2000&heartbeat_interval_ms=400&rebalance_timeout_ms=3000"
+
+
+def _cluster_id(url: str) -> str | None:
+    async def probe() -> str | None:
+        admin = AIOKafkaAdminClient(**KafkaSettings.from_url(url).client_options())
+        try:
+            await admin.start()
+            cluster: dict[str, object] = await admin.describe_cluster()
+            return str(cluster.get("cluster_id"))
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    try:
+        return asyncio.run(asyncio.wait_for(probe(), 20))
+    except Exception:
+        return None  # the tests will report the broker's trouble themselves
+
+
+@pytest.fixture(scope="session")
+def polybus_url() -> str:
+    url = broker_url("kafka")
+    if "session_timeout_ms" not in url and _cluster_id(url) == "tansu_cluster":
+        url += ("&" if "?" in url else "?") + TANSU_FAST_GROUPS
+    return url
+
+
+@pytest.fixture
+def polybus_contract_config() -> ContractConfig:
+    """Kafka hands out messages by partition: a held partition's next message waits for its member."""
+    return ContractConfig(partitioned=True)
