@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 import polybus
-from polybus.testing import unique_name
+from polybus.testing import TcpRelay, unique_name
 
 
 def _free_port() -> int:
@@ -60,52 +60,6 @@ def private_tansu() -> Iterator[tuple[int, int]]:
         proc.wait()
 
 
-class Proxy:
-    """A TCP proxy that can cut every connection, and refuse new ones for a while."""
-
-    def __init__(self, listen: int, target: int) -> None:
-        self.listen, self.target = listen, target
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.accepted = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-        self.cut()
-
-    def cut(self) -> None:
-        for writer in list(self.writers):
-            writer.transport.abort()
-        self.writers.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.accepted += 1
-        self.writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.transport.abort()
-            self.writers.discard(writer)
-
-
 async def _receive(consumer: polybus.Consumer, body: bytes, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,7 +74,7 @@ async def _receive(consumer: polybus.Consumer, body: bytes, timeout: float) -> N
 @pytest.mark.polybus(timeout=180)
 async def test_connections_killed_by_the_server_are_reestablished(private_tansu: tuple[int, int]) -> None:
     real, front = private_tansu
-    proxy = Proxy(front, real)
+    proxy = TcpRelay(f"127.0.0.1:{real}", port=front)
     await proxy.start()
     url = f"kafka://127.0.0.1:{front}?request_timeout_ms=4000"
     try:

@@ -8,76 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.parse
 from collections.abc import Iterator
 
 import pytest
 
+from polybus.testing import TcpRelay
 from polybus.testing.plugin import broker_url
-
-
-class CutProxy:
-    """``async with CutProxy(url) as proxy``: ``proxy.url`` goes through it; ``proxy.cut()`` drops all."""
-
-    def __init__(self, url: str) -> None:
-        self.target = urllib.parse.urlsplit(url)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.cuts = 0
-        self.accepted = 0
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        netloc = self.target.netloc.rsplit("@", 1)
-        userinfo = netloc[0] + "@" if len(netloc) == 2 else ""
-        return self.target._replace(netloc=f"{userinfo}127.0.0.1:{port}").geturl()
-
-    async def __aenter__(self) -> CutProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        self.cut()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 5)
-
-    def cut(self) -> None:
-        """Drop every connection now (RST where possible, like a crashed peer)."""
-        self.cuts += 1
-        for writer in list(self._writers):
-            transport = writer.transport
-            with contextlib.suppress(Exception):
-                transport.abort()
-        self._writers.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        host = self.target.hostname or "127.0.0.1"
-        port = self.target.port or 5672
-        try:
-            up_reader, up_writer = await asyncio.open_connection(host, port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers.difference_update((writer, up_writer))
-
 
 _URLS: list[str] = []
 
@@ -124,6 +60,6 @@ async def _delete_known(url: str) -> None:
 
 
 @pytest.fixture
-def cut_proxy() -> type[CutProxy]:
-    """The ``CutProxy`` class: ``async with cut_proxy(url) as proxy`` inside the test's event loop."""
-    return CutProxy
+def cut_proxy() -> type[TcpRelay]:
+    """``async with cut_proxy(url) as proxy``: ``proxy.url`` goes through it; ``proxy.cut()`` drops all."""
+    return TcpRelay

@@ -9,13 +9,12 @@ import signal
 import socket
 import sys
 import textwrap
-import urllib.parse
 from typing import Any
 
 import pytest
 
 import polybus
-from polybus.testing import unique_name
+from polybus.testing import TcpRelay, unique_name
 
 pytestmark = pytest.mark.polybus(timeout=90)
 
@@ -62,53 +61,10 @@ async def test_messages_of_a_killed_consumer_process_come_back(url_with: Any) ->
     assert d.id == sent and d.body == b"survives a SIGKILL" and d.attempt == 2
 
 
-class Proxy:
-    """A TCP relay between the adapter and the endpoint that can go down and come back on its port."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.port = 0
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self.writers):
-            writer.transport.abort()
-        self.writers.clear()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
 async def test_sends_during_an_outage_succeed_once_the_endpoint_is_back(polybus_url: str) -> None:
-    parts = urllib.parse.urlsplit(polybus_url)
-    assert parts.hostname and parts.port
-    proxy = Proxy(parts.hostname, parts.port)
+    proxy = TcpRelay(polybus_url)
     await proxy.start()
-    url = parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}").geturl()
+    url = proxy.url
     policy = polybus.ReconnectPolicy(initial=0.1, maximum=0.5, give_up_after=30)
     async with polybus.connect(url, reconnect=policy) as broker:
         topic = broker.topic(unique_name("outage"))

@@ -11,5 +11,6 @@ Run against any URL: ``pytest -p polybus.testing.plugin --pyargs polybus.testing
 """
 
 from polybus.testing._names import unique_name
+from polybus.testing._relay import TcpRelay
 
-__all__ = ["unique_name"]
+__all__ = ["TcpRelay", "unique_name"]
