@@ -58,8 +58,7 @@ class _Entry:
 class _Group:
     """One group's queue: ready entries, delayed entries (a heap by due time), in-flight count."""
 
-    def __init__(self, durable: bool) -> None:
-        self.durable = durable
+    def __init__(self) -> None:
         self.ready: collections.deque[_Entry] = collections.deque()
         self.delayed: list[tuple[float, int, _Entry]] = []
         self.in_flight = 0
@@ -199,10 +198,13 @@ class MemoryConsumer(Consumer):
     async def _open(self) -> None:
         self._state = self.topic.broker._state(self.topic.name)
         if self.group is None:
-            self._group_state = _Group(durable=False)
+            self._group_state = _Group()
             self._state.listeners.add(self._group_state)
         else:
-            self._group_state = self._state.groups.setdefault(self.group, _Group(durable=True))
+            group = self._state.groups.get(self.group)
+            if group is None:
+                group = self._state.groups[self.group] = _Group()
+            self._group_state = group
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
         self._group_state.waiters.add(self._wake)
