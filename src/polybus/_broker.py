@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from polybus._capabilities import Capabilities
-from polybus._errors import MessageTooLargeError
-from polybus._message import Message
 from polybus._resource import AsyncResource
 from polybus._topic import Topic, check_name
 
@@ -61,9 +59,3 @@ class Broker(AsyncResource):
         for child in list(self._children):
             await child.aclose()
         await super().aclose()
-
-    @staticmethod
-    def _check_sizes(messages: list[Message], limit: int, topic: str) -> None:
-        for message in messages:
-            if not message.fits(limit):
-                raise MessageTooLargeError(message.size, limit, topic=topic)

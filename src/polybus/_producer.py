@@ -10,7 +10,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from polybus._message import Message
+from polybus._errors import MessageTooLargeError
+from polybus._message import Message, messages_of
 from polybus._resource import AsyncResource
 
 if TYPE_CHECKING:
@@ -65,10 +66,10 @@ class Producer(AsyncResource):
         if not self._opened:
             await self.open()
         self._check_open()
-        messages = [item if isinstance(item, Message) else Message.of(item) for item in items]
-        limit = self.topic.broker.capabilities.max_message_size
-        if limit is not None:
-            self.topic.broker._check_sizes(messages, limit, self.topic.name)
+        messages, too_large = messages_of(items, self.topic.broker.capabilities.max_message_size)
+        if too_large is not None:
+            limit = self.topic.broker.capabilities.max_message_size
+            raise MessageTooLargeError(too_large.size, limit or 0, topic=self.topic.name)
         if not messages:
             return []
         self._in_flight += 1
