@@ -8,6 +8,7 @@ core modules and this package's modules.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from typing import Any
@@ -66,6 +67,11 @@ class KafkaBroker(Broker):
         self._admin: AIOKafkaAdminClient | None = None
         self._producer: AIOKafkaProducer | None = None
         self._known: dict[str, int] = {}  # topic -> partition count, of topics known to exist
+        self.batch_locks: collections.defaultdict[tuple[str, int], asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
+        """One per partition: record batches are handed to aiokafka one at a time, first come first
+        served (its own wait for a free slot is unfair and can time out under many concurrent sends)."""
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaBroker:

@@ -1,10 +1,11 @@
 """``KafkaProducer``, and ``publish``: how polybus messages become confirmed Kafka records.
 
 Keyed messages go to the partition the Java client would pick (murmur2 of the key), so per-key
-order holds and raw clients agree; unkeyed messages are spread round-robin over the partitions.
-Several messages are packed into record batches, one pipeline per partition, and every batch is
-awaited (``acks=all``) before ``send_many`` returns. Imports aiokafka, polybus core modules and
-this package's modules.
+order holds and raw clients agree. Unkeyed messages are sticky, like the Java client's default
+partitioner: the messages of one ``send_many`` fill a record batch (``max_batch_size``) on one
+partition, then the next batch goes to the next partition, and each call starts on the partition
+after the previous call's. Every batch is awaited (``acks=all``) before ``send_many`` returns.
+Imports aiokafka, polybus core modules and this package's modules.
 """
 
 from __future__ import annotations
@@ -60,34 +61,74 @@ async def publish(
             )
             await future
             return
-        by_partition: dict[int, list[int]] = collections.defaultdict(list)
-        for i, m in enumerate(messages):
-            index = _hash(m.key) if m.key is not None else start + i
-            by_partition[partitions[index % count]].append(i)
-        pipelines = [
-            _send_partition(producer, topic, p, [messages[i] for i in idx], extra and [extra[i] for i in idx])
-            for p, idx in by_partition.items()
-        ]
-        futures = [f for fs in await asyncio.gather(*pipelines) for f in fs]
+        if all(m.key is None for m in messages):  # sticky: whole record batches, partition after partition
+            futures = await _send_records(broker, topic, partitions, start, messages, extra)
+        else:
+            pipelines = [
+                _send_records(
+                    broker,
+                    topic,
+                    [partition],
+                    0,
+                    [messages[i] for i in idx],
+                    extra and [extra[i] for i in idx],
+                )
+                for partition, idx in _by_key(messages, partitions, start).items()
+            ]
+            futures = [f for fs in await asyncio.gather(*pipelines) for f in fs]
         await asyncio.gather(*futures)
 
 
-async def _send_partition(
-    producer: Any, topic: str, partition: int, messages: list[Message], extra: list[dict[str, str]] | None
+def _by_key(messages: list[Message], partitions: list[int], start: int) -> dict[int, list[int]]:
+    """Indexes of ``messages`` by partition: keyed ones by the key's hash, the others round-robin."""
+    count = len(partitions)
+    by_partition: dict[int, list[int]] = collections.defaultdict(list)
+    for i, m in enumerate(messages):
+        index = _hash(m.key) if m.key is not None else start + i
+        by_partition[partitions[index % count]].append(i)
+    return by_partition
+
+
+async def _send_records(
+    broker: KafkaBroker,
+    topic: str,
+    partitions: list[int],
+    start: int,
+    messages: list[Message],
+    extra: list[dict[str, str]] | None,
 ) -> list[asyncio.Future[Any]]:
+    """Pack ``messages`` into record batches and hand each to the producer; return their futures.
+
+    The first batch goes to ``partitions[start % len]``, each further one to the next partition.
+    """
+    producer = broker.producer
     futures = []
+    count = len(partitions)
     batch = producer.create_batch()
+    append = batch.append
+    last_time, timestamp = None, 0
     for i, m in enumerate(messages):
         key = None if m.key is None else m.key.encode()
         headers = record_headers(m, extra[i] if extra else None)
-        timestamp = int(m.timestamp * 1000)
-        if batch.append(key=key, value=m.body, timestamp=timestamp, headers=headers) is None:
+        if m.timestamp != last_time:  # the messages of one send_many share their send time
+            last_time = m.timestamp
+            timestamp = int(last_time * 1000)
+        if append(key=key, value=m.body, timestamp=timestamp, headers=headers) is None:
             # full: ship it and start the next one (the first record of a batch always fits)
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            futures.append(await _ship(broker, batch, topic, partitions[start % count]))
+            start += 1
             batch = producer.create_batch()
-            batch.append(key=key, value=m.body, timestamp=timestamp, headers=headers)
-    futures.append(await producer.send_batch(batch, topic, partition=partition))
+            append = batch.append
+            append(key=key, value=m.body, timestamp=timestamp, headers=headers)
+    futures.append(await _ship(broker, batch, topic, partitions[start % count]))
     return futures
+
+
+async def _ship(broker: KafkaBroker, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+    """Queue ``batch`` for ``partition``; the future resolves when the broker confirmed it."""
+    async with broker.batch_locks[(topic, partition)]:
+        future: asyncio.Future[Any] = await broker.producer.send_batch(batch, topic, partition=partition)
+        return future
 
 
 class KafkaProducer(Producer):

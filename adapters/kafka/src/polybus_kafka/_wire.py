@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from polybus._message import ID_HEADER, Message
+from polybus._message import CONTENT_TYPE, ID_HEADER, Message
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -60,9 +60,17 @@ def retry_topic(topic: str, group: str) -> str:
     return _bounded(f"{topic}.{group}.retry")
 
 
+_ENCODED: dict[str, tuple[str, bytes]] = {}
+"""Encoded ``content-type`` headers by value: a handful of values on every message of a service."""
+
+
 def record_headers(message: Message, extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
     """Kafka headers for ``message``: its headers, ``polybus-id``, then ``extra``."""
     source = message.headers
+    if extra is None and len(source) == 1 and CONTENT_TYPE in source:  # the hot path: a body, no headers
+        content_type = source[CONTENT_TYPE]
+        pair = _ENCODED.get(content_type) or _encoded_content_type(content_type)
+        return [pair, (ID_HEADER, message.id.encode())]
     if ID_HEADER in source or ATTEMPT_HEADER in source or DUE_HEADER in source:
         source = {k: v for k, v in source.items() if k not in INTERNAL_HEADERS}
     headers = [(k, v.encode()) for k, v in source.items()]
@@ -70,3 +78,10 @@ def record_headers(message: Message, extra: dict[str, str] | None = None) -> lis
     if extra:
         headers.extend((k, v.encode()) for k, v in extra.items())
     return headers
+
+
+def _encoded_content_type(value: str) -> tuple[str, bytes]:
+    pair = (CONTENT_TYPE, value.encode())
+    if len(_ENCODED) < 64:  # bounded: content types are few, but nothing stops a service from varying them
+        _ENCODED[value] = pair
+    return pair
