@@ -86,11 +86,15 @@ class Consumer(AsyncResource):
 
         ``timeout=None`` waits until a delivery arrives or the consumer is closed.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if not self._opened:
             await self.open()
-        if self._buffer:
-            return self._hand_out()
+        buffer = self._buffer
+        if buffer:  # the hot path: hand out what the last fetch brought
+            delivery = buffer.popleft()
+            self._unsettled[delivery] = None
+            return delivery
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         first = True
@@ -136,7 +140,9 @@ class Consumer(AsyncResource):
                 f"{self!r} is closed: delivery {delivery.id!r} was handed back to the group "
                 "and will be redelivered"
             )
-        delivery._settle(outcome)
+        if delivery.outcome is not None:
+            delivery._settle(outcome)  # raises DeliveryStateError
+        delivery.outcome = outcome
         self._unsettled.pop(delivery, None)
         self._room.set()
 
@@ -157,6 +163,14 @@ class Consumer(AsyncResource):
 
     async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
         """Adapters: ack, nack (after ``delay``) or reject ``delivery`` on the broker."""
+        raise NotImplementedError
+
+    _acks_in_memory = False
+    """Adapters: set True where an ack is bookkeeping only (the broker work is done later, coalesced,
+    by the adapter): ``ack()`` then calls :meth:`_ack_in_memory` instead of awaiting ``_settle_native``."""
+
+    def _ack_in_memory(self, delivery: Delivery) -> None:
+        """Adapters with ``_acks_in_memory``: record the ack of ``delivery``, without awaiting anything."""
         raise NotImplementedError
 
     def _interrupt(self) -> None:

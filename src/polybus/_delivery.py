@@ -49,10 +49,9 @@ class Delivery:
         "topic",
     )
 
-    def __init__(
+    def __init__(  # positional arguments allowed: adapters build one per message, and keywords cost
         self,
         consumer: Consumer,
-        *,
         id: str,
         topic: str,
         body: bytes,
@@ -99,7 +98,10 @@ class Delivery:
         """The message was handled: it will not be delivered again to this group."""
         consumer = self._consumer
         consumer._mark_settled(self, Outcome.ACK)
-        await consumer._settle_native(self, Outcome.ACK, None)
+        if consumer._acks_in_memory:
+            consumer._ack_in_memory(self)
+        else:
+            await consumer._settle_native(self, Outcome.ACK, None)
 
     async def nack(self, delay: float | None = None) -> None:
         """Handling failed: redeliver to the group, after ``delay`` seconds if given.

@@ -273,6 +273,7 @@ class KafkaConsumer(Consumer):
             if not records and timeout > 0:
                 records = await self._wait_for_records(timeout, max_messages)
         now = time.time()
+        make = self._delivery
         for tp, batch in records.items():
             tracker = self._trackers.get(tp)
             if tracker is None or not tracker.alive:
@@ -280,11 +281,16 @@ class KafkaConsumer(Consumer):
                     # assigned, but its tracker is not set up yet: read these again later
                     self.client.seek(tp, batch[0].offset)
                 continue  # revoked while fetching: the new owner reads it from the last commit
-            retry = tp.topic == self._retry
+            if batch and batch[0].offset < tracker.next_offset:  # re-read after a seek: skip what we hold
+                batch = [r for r in batch if r.offset >= tracker.next_offset]
+            if not batch:
+                continue
+            tracker.add_fetched([r.offset for r in batch])
+            if tp.topic != self._retry:
+                out += [make(r, tracker, False)[0] for r in batch]
+                continue
             for record in batch:
-                if not tracker.add(record.offset):
-                    continue
-                delivery, due = self._delivery(record, tracker, retry)
+                delivery, due = make(record, tracker, True)
                 if due > now:
                     heapq.heappush(self._delayed, (due, next(_SEQ), delivery))
                 else:
@@ -338,23 +344,24 @@ class KafkaConsumer(Consumer):
                 text = value.decode() if value is not None else ""
             except UnicodeDecodeError:
                 text = value.decode("utf-8", "backslashreplace")
-            if name not in INTERNAL_HEADERS:
-                headers[name] = text
-            elif name == ID_HEADER:
+            if name == ID_HEADER:
                 message_id = text
+            elif name not in INTERNAL_HEADERS:
+                headers[name] = text
             else:
                 attempt, due = _retry_header(name, text, attempt, due, retry)
         key = record.key
+        value = record.value
         delivery = Delivery(
             self,
-            id=message_id or f"{record.topic}-{record.partition}-{record.offset}",
-            topic=self.topic.name,
-            body=record.value if record.value is not None else b"",
-            headers=headers,
-            key=None if key is None else key.decode("utf-8", "backslashreplace"),
-            timestamp=record.timestamp / 1000,
-            attempt=attempt,
-            native=(tracker, record.offset),
+            message_id or f"{record.topic}-{record.partition}-{record.offset}",
+            self.topic.name,
+            b"" if value is None else value,
+            headers,
+            None if key is None else key.decode("utf-8", "backslashreplace"),
+            record.timestamp / 1000,
+            attempt,
+            (tracker, record.offset),
         )
         return delivery, due
 
@@ -363,8 +370,16 @@ class KafkaConsumer(Consumer):
 
     # -- settling --------------------------------------------------------------------------------
 
-    async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
+    _acks_in_memory = True  # an ack marks its offset; the commit loop commits the settled prefix
+
+    def _ack_in_memory(self, delivery: Delivery) -> None:
         tracker, offset = delivery.native
+        # a listener settles offsets too (else they pile up), but only a group member commits
+        if tracker.done(offset) and self._retry is not None and tracker.alive:
+            self._dirty.set()
+
+    async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
+        tracker = delivery.native[0]
         if (
             outcome is Outcome.NACK
             and tracker.alive
@@ -372,8 +387,7 @@ class KafkaConsumer(Consumer):
         ):
             self._requeue(delivery, delay)  # in memory: the offset stays unsettled meanwhile
             return
-        if self._retry is not None and tracker.alive and tracker.done(offset):
-            self._dirty.set()
+        self._ack_in_memory(delivery)  # settled here; a nack's copy is safe on the retry topic
 
     async def _send_retry(self, delivery: Delivery, delay: float | None) -> bool:
         assert self._retry is not None

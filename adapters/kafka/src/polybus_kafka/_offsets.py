@@ -31,13 +31,10 @@ class PartitionTracker:
         self._pending: collections.deque[int] = collections.deque()
         self._done: set[int] = set()
 
-    def add(self, offset: int) -> bool:
-        """A record at ``offset`` was fetched; False if it was already tracked (skip it)."""
-        if offset < self.next_offset:
-            return False
-        self._pending.append(offset)
-        self.next_offset = offset + 1
-        return True
+    def add_fetched(self, offsets: list[int]) -> None:
+        """Records at ``offsets`` (rising, all at or after ``next_offset``) were fetched."""
+        self._pending.extend(offsets)
+        self.next_offset = offsets[-1] + 1
 
     def done(self, offset: int) -> bool:
         """The record at ``offset`` was settled; return True if the commit point moved."""
