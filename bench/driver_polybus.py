@@ -1,11 +1,12 @@
 """The polybus driver: the same generic code for every broker, through ``polybus.connect(url)``.
 
-Publishes with ``producer.send_many`` in batches, consumes with ``consumer.receive`` + ``ack``
-one delivery at a time, the way an application would.
+Publishes with ``producer.send_many`` in batches (``window`` of them under way at once), consumes
+with ``consumer.receive`` + ``ack`` one delivery at a time, the way an application would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -21,9 +22,10 @@ class PolybusDriver(Driver):
 
     label = "polybus"
 
-    def __init__(self, url: str, *, batch: int = 500, prefetch: int | None = None) -> None:
+    def __init__(self, url: str, *, batch: int = 500, window: int = 1, prefetch: int | None = None) -> None:
         self.url = url
         self.batch = batch
+        self.window = window
         self.prefetch = prefetch
         self.broker: Any = None
         self.topic: Any = None
@@ -42,10 +44,17 @@ class PolybusDriver(Driver):
 
     async def publish(self, body: bytes, count: int, deadline: float) -> int:
         sent = 0
-        while sent < count and time.monotonic() < deadline:
-            chunk = min(self.batch, count - sent)
-            await self.producer.send_many([body] * chunk)
-            sent += chunk
+        under_way: set[asyncio.Task[list[str]]] = set()
+        queued = 0
+        while queued < count and time.monotonic() < deadline:
+            chunk = min(self.batch, count - queued)
+            under_way.add(asyncio.ensure_future(self.producer.send_many([body] * chunk)))
+            queued += chunk
+            if len(under_way) >= self.window:
+                done, under_way = await asyncio.wait(under_way, return_when=asyncio.FIRST_COMPLETED)
+                sent += sum(len(task.result()) for task in done)
+        if under_way:
+            sent += sum(len(ids) for ids in await asyncio.gather(*under_way))
         return sent
 
     async def consume(self, count: int, deadline: float) -> int:

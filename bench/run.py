@@ -49,7 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--roundtrips", type=int, help="round trips per cycle (default 200; sqs 50)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the table shows their median")
     parser.add_argument("--only", choices=["polybus", "raw"], help="run one column only")
-    parser.add_argument("--batch", type=int, default=500, help="polybus send_many batch size")
+    parser.add_argument("--batch", type=int, default=500, help="messages per send_many / raw batch")
+    parser.add_argument(
+        "--window", type=int, default=1, help="polybus and raw kafka: batches under way at once"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=1, help="kafka: partitions of the topic in both columns (default 1)"
+    )
     parser.add_argument("--phase-seconds", type=float, default=60.0, help="time bound of each phase")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument(
@@ -64,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_driver(kind: str, broker: str, url: str, batch: int) -> Driver | str:
+def make_driver(
+    kind: str, broker: str, url: str, batch: int, partitions: int = 1, window: int = 1
+) -> Driver | str:
     """The driver for ``kind`` on ``broker``, or the reason there is none."""
     if kind == "polybus":
         import polybus
@@ -73,7 +81,9 @@ def make_driver(kind: str, broker: str, url: str, batch: int) -> Driver | str:
             return NO_ADAPTER
         from driver_polybus import PolybusDriver
 
-        return PolybusDriver(url, batch=batch)
+        if broker == "kafka":
+            url = f"{url}{'&' if '?' in url else '?'}partitions={partitions}"
+        return PolybusDriver(url, batch=batch, window=window)
     if broker == "redis":
         from raw_redis import RawRedis
 
@@ -85,7 +95,7 @@ def make_driver(kind: str, broker: str, url: str, batch: int) -> Driver | str:
     if broker == "kafka":
         from raw_kafka import RawKafka
 
-        return RawKafka(url)
+        return RawKafka(url, partitions=partitions, batch=batch, window=window)
     if broker == "nats":
         from raw_nats import RawNats
 
@@ -105,7 +115,7 @@ def worker(args: argparse.Namespace) -> int:
         job = backlog_rss(args.url, args.backlog_rss, args.size, args.batch, args.phase_seconds)
         result = asyncio.run(job)
     else:
-        driver = make_driver(args.worker, args.broker, args.url, args.batch)
+        driver = make_driver(args.worker, args.broker, args.url, args.batch, args.partitions, args.window)
         if isinstance(driver, str):
             result = {"driver": args.worker, "unavailable": driver}
         else:
@@ -191,6 +201,10 @@ def _spawn(kind: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
         str(args.batch),
         "--phase-seconds",
         str(args.phase_seconds),
+        "--partitions",
+        str(args.partitions),
+        "--window",
+        str(args.window),
     ]
     if kind == "backlog":
         command += ["--backlog-rss", str(args.backlog_rss)]
@@ -223,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         _write_json(args, {"broker": args.broker, "url_source": how, "backlog": result})
         return 0 if "error" not in result else 1
     kinds = [args.only] if args.only else ["polybus", "raw"]
-    print(f"{args.messages} messages x {args.size} B, {args.roundtrips} round trips, median of {args.repeat}")
+    layout = f", {args.partitions} partition(s)" if args.broker == "kafka" else ""
+    print(
+        f"{args.messages} messages x {args.size} B{layout}, batches of {args.batch} "
+        f"({args.window} under way), {args.roundtrips} round trips, median of {args.repeat}"
+    )
     cycles: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     unavailable: dict[str, str] = {}
     for round_no in range(args.repeat):
