@@ -24,6 +24,7 @@ from aiokafka import errors as kerrors
 
 from polybus import ConfigurationError, Consumer, Delivery, Message, OperationTimeout, PolybusError
 from polybus._delivery import Outcome
+from polybus._message import CONTENT_TYPE
 from polybus_kafka._assignor import BusyAwareAssignor
 from polybus_kafka._errors import translated
 from polybus_kafka._offsets import PartitionTracker
@@ -335,21 +336,17 @@ class KafkaConsumer(Consumer):
             self._paused = full
 
     def _delivery(self, record: Any, tracker: PartitionTracker, retry: bool) -> tuple[Delivery, float]:
-        # the hot path of consuming: one pass over the headers, the common case first
-        headers: dict[str, str] = {}
-        message_id = None
+        # the hot path of consuming: what polybus sends for a body without headers, else one pass
         attempt, due = 1, 0.0
-        for name, value in record.headers or ():
-            try:
-                text = value.decode() if value is not None else ""
-            except UnicodeDecodeError:
-                text = value.decode("utf-8", "backslashreplace")
-            if name == ID_HEADER:
-                message_id = text
-            elif name not in INTERNAL_HEADERS:
-                headers[name] = text
+        pairs = record.headers
+        try:
+            if len(pairs) == 2 and pairs[0][0] == CONTENT_TYPE and pairs[1][0] == ID_HEADER:
+                headers = {CONTENT_TYPE: pairs[0][1].decode()}
+                message_id: str | None = pairs[1][1].decode()
             else:
-                attempt, due = _retry_header(name, text, attempt, due, retry)
+                headers, message_id, attempt, due = _read_headers(pairs, retry)
+        except (UnicodeDecodeError, AttributeError):  # not UTF-8, or a header without a value
+            headers, message_id, attempt, due = _read_headers(pairs, retry)
         key = record.key
         value = record.value
         delivery = Delivery(
@@ -486,6 +483,25 @@ class KafkaConsumer(Consumer):
             await client.stop()
         if first_generation and member and self.group is not None:
             await self.topic.broker.leave_group(group_id(self.topic.name, self.group), member)
+
+
+def _read_headers(pairs: Any, retry: bool) -> tuple[dict[str, str], str | None, int, float]:
+    """Headers, message id, attempt and due time from any record's headers (values need not be UTF-8)."""
+    headers: dict[str, str] = {}
+    message_id = None
+    attempt, due = 1, 0.0
+    for name, value in pairs or ():
+        try:
+            text = value.decode() if value is not None else ""
+        except UnicodeDecodeError:
+            text = value.decode("utf-8", "backslashreplace")
+        if name == ID_HEADER:
+            message_id = text
+        elif name not in INTERNAL_HEADERS:
+            headers[name] = text
+        else:
+            attempt, due = _retry_header(name, text, attempt, due, retry)
+    return headers, message_id, attempt, due
 
 
 def _retry_header(name: str, text: str, attempt: int, due: float, retry: bool) -> tuple[int, float]:
