@@ -22,6 +22,7 @@ import pydantic
 from polybus._errors import DecodeError, EncodeError
 
 __all__ = [
+    "BYTES_HEADER_SIZE",
     "CONTENT_TYPE",
     "ID_HEADER",
     "Message",
@@ -57,6 +58,11 @@ class _IdSource:
 
     def __call__(self) -> str:
         return self.template % next(self.counter)
+
+    def many(self, count: int) -> list[str]:
+        """``count`` new ids (unique even when other threads take ids meanwhile)."""
+        template = self.template
+        return [template % n for n in itertools.islice(self.counter, count)]
 
 
 new_message_id = _IdSource()
@@ -105,7 +111,8 @@ class Message:
         return len(self.body) + 4 * chars <= limit or self.size <= limit
 
 
-_BYTES_HEADER_SIZE = len(CONTENT_TYPE) + len(BYTES)
+BYTES_HEADER_SIZE = len(CONTENT_TYPE) + len(BYTES)
+"""What the ``content-type`` header of a body of bytes adds to :attr:`Message.size`."""
 
 
 def messages_of(items: Iterable[Any], limit: int | None) -> tuple[list[Message], Message | None]:
@@ -119,7 +126,7 @@ def messages_of(items: Iterable[Any], limit: int | None) -> tuple[list[Message],
     template, counter = ids.template, ids.counter
     now = time.time()
     new = object.__new__
-    room = sys.maxsize if limit is None else limit - _BYTES_HEADER_SIZE  # for a body of bytes
+    room = sys.maxsize if limit is None else limit - BYTES_HEADER_SIZE  # for a body of bytes
     messages: list[Message] = []
     too_large = None
     for item in items:

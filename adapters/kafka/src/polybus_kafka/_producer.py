@@ -15,13 +15,15 @@ import collections
 import functools
 import itertools
 import random
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.partitioner import murmur2
 
 from polybus import BrokerConnectionError, Message, Producer, PublishError
+from polybus._message import BYTES, new_message_id
 from polybus_kafka._errors import translated
-from polybus_kafka._wire import record_headers
+from polybus_kafka._wire import ID_HEADER, encoded_content_type, record_headers
 
 if TYPE_CHECKING:
     from polybus_kafka._broker import KafkaBroker, KafkaTopic
@@ -79,6 +81,27 @@ async def publish(
         await asyncio.gather(*futures)
 
 
+async def publish_bodies(broker: KafkaBroker, topic: str, bodies: list[bytes], ids: list[str]) -> None:
+    """Store one record per body, as :func:`publish` stores ``Message.of(body)``, with id ``ids[i]``.
+
+    The hot path of ``send_many`` with bytes: no ``Message`` objects, the records go straight into
+    sticky record batches. The records are the same as those of the general path.
+    """
+    with translated(f"sending to topic {topic!r}", default=PublishError):
+        partitions = sorted(await broker.producer.partitions_for(topic))
+        batches = _Batches(broker, topic, partitions, next(_ROUND_ROBIN))
+        content_type = encoded_content_type(BYTES)
+        timestamp = int(time.time() * 1000)
+        append, n = batches.append, 0
+        for body, message_id in zip(bodies, ids, strict=True):
+            headers = [content_type, (ID_HEADER, message_id.encode())]
+            if append(n, timestamp, None, body, headers) is None:
+                append, n = await batches.next(n), 0
+                append(n, timestamp, None, body, headers)  # the first record of a batch always fits
+            n += 1
+        await asyncio.gather(*await batches.finish(n))
+
+
 def _by_key(messages: list[Message], partitions: list[int], start: int) -> dict[int, list[int]]:
     """Indexes of ``messages`` by partition: keyed ones by the key's hash, the others round-robin."""
     count = len(partitions)
@@ -97,15 +120,9 @@ async def _send_records(
     messages: list[Message],
     extra: list[dict[str, str]] | None,
 ) -> list[asyncio.Future[Any]]:
-    """Pack ``messages`` into record batches and hand each to the producer; return their futures.
-
-    The first batch goes to ``partitions[start % len]``, each further one to the next partition.
-    """
-    producer = broker.producer
-    futures = []
-    count = len(partitions)
-    batch = producer.create_batch()
-    append = batch.append
+    """Pack ``messages`` into record batches and hand each to the producer; return their futures."""
+    batches = _Batches(broker, topic, partitions, start)
+    append, n = batches.append, 0
     last_time, timestamp = None, 0
     for i, m in enumerate(messages):
         key = None if m.key is None else m.key.encode()
@@ -113,22 +130,61 @@ async def _send_records(
         if m.timestamp != last_time:  # the messages of one send_many share their send time
             last_time = m.timestamp
             timestamp = int(last_time * 1000)
-        if append(key=key, value=m.body, timestamp=timestamp, headers=headers) is None:
-            # full: ship it and start the next one (the first record of a batch always fits)
-            futures.append(await _ship(broker, batch, topic, partitions[start % count]))
-            start += 1
-            batch = producer.create_batch()
-            append = batch.append
-            append(key=key, value=m.body, timestamp=timestamp, headers=headers)
-    futures.append(await _ship(broker, batch, topic, partitions[start % count]))
-    return futures
+        if append(n, timestamp, key, m.body, headers) is None:
+            append, n = await batches.next(n), 0
+            append(n, timestamp, key, m.body, headers)  # the first record of a batch always fits
+        n += 1
+    return await batches.finish(n)
 
 
-async def _ship(broker: KafkaBroker, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
-    """Queue ``batch`` for ``partition``; the future resolves when the broker confirmed it."""
-    async with broker.batch_locks[(topic, partition)]:
-        future: asyncio.Future[Any] = await broker.producer.send_batch(batch, topic, partition=partition)
-        return future
+class _Batches:
+    """Record batches for ``topic``: the first goes to ``partitions[start % len]``, each next one to
+    the next partition; each is handed to the producer as soon as it is full.
+
+    ``append(offset, timestamp_ms, key, value, headers)`` adds the record at ``offset`` within the
+    current batch and returns None once it is full. The hot loops call aiokafka's record builder (C)
+    directly: its ``BatchBuilder.append`` wrapper costs as much again per record. Where that builder
+    is not there (another aiokafka version), the public ``append`` is used.
+    """
+
+    def __init__(self, broker: KafkaBroker, topic: str, partitions: list[int], start: int) -> None:
+        self.broker, self.topic, self.partitions, self.start = broker, topic, partitions, start
+        self.futures: list[asyncio.Future[Any]] = []
+        self._new_batch()
+
+    def _new_batch(self) -> None:
+        batch = self.batch = self.broker.producer.create_batch()
+        builder = getattr(batch, "_builder", None)
+        if builder is not None and getattr(batch, "_relative_offset", None) == 0:
+            self.append: Any = builder.append
+        else:
+
+            def public(_offset: int, timestamp: int, key: bytes | None, value: bytes, headers: Any) -> Any:
+                return batch.append(key=key, value=value, timestamp=timestamp, headers=headers)
+
+            self.append = public
+
+    async def next(self, records: int) -> Any:
+        """Ship the current batch of ``records`` records; return the ``append`` of the next one."""
+        await self._ship(records)
+        self.start += 1
+        self._new_batch()
+        return self.append
+
+    async def finish(self, records: int) -> list[asyncio.Future[Any]]:
+        """Ship the last batch; return the futures of all, each resolved once the broker confirmed it."""
+        await self._ship(records)
+        return self.futures
+
+    async def _ship(self, records: int) -> None:
+        batch, broker = self.batch, self.broker
+        if getattr(batch, "_relative_offset", records) != records:
+            batch._relative_offset = records  # appended past the wrapper: keep its record count right
+        partition = self.partitions[self.start % len(self.partitions)]
+        # one batch at a time per partition, first come first served: aiokafka's own wait for a free
+        # slot is unfair and times out under many concurrent senders
+        async with broker.batch_locks[(self.topic, partition)]:
+            self.futures.append(await broker.producer.send_batch(batch, self.topic, partition=partition))
 
 
 class KafkaProducer(Producer):
@@ -139,6 +195,7 @@ class KafkaProducer(Producer):
     """
 
     topic: KafkaTopic
+    _takes_bodies = True
 
     async def _publish(self, messages: list[Message]) -> list[str]:
         broker = self.topic.broker
@@ -148,3 +205,13 @@ class KafkaProducer(Producer):
             what=f"sending to {self.topic.name!r}",
         )
         return [m.id for m in messages]
+
+    async def _publish_bodies(self, bodies: list[bytes]) -> list[str]:
+        broker = self.topic.broker
+        ids = new_message_id.many(len(bodies))  # once: a retry after a reconnect resends the same ids
+        await broker.settings.reconnect.run(
+            lambda: publish_bodies(broker, self.topic.name, bodies, ids),
+            retry_on=(BrokerConnectionError,),
+            what=f"sending to {self.topic.name!r}",
+        )
+        return ids

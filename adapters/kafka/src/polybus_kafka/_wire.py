@@ -16,6 +16,7 @@ __all__ = [
     "DUE_HEADER",
     "ID_HEADER",
     "INTERNAL_HEADERS",
+    "encoded_content_type",
     "group_id",
     "record_headers",
     "retry_topic",
@@ -69,7 +70,7 @@ def record_headers(message: Message, extra: dict[str, str] | None = None) -> lis
     source = message.headers
     if extra is None and len(source) == 1 and CONTENT_TYPE in source:  # the hot path: a body, no headers
         content_type = source[CONTENT_TYPE]
-        pair = _ENCODED.get(content_type) or _encoded_content_type(content_type)
+        pair = _ENCODED.get(content_type) or encoded_content_type(content_type)
         return [pair, (ID_HEADER, message.id.encode())]
     if ID_HEADER in source or ATTEMPT_HEADER in source or DUE_HEADER in source:
         source = {k: v for k, v in source.items() if k not in INTERNAL_HEADERS}
@@ -80,7 +81,11 @@ def record_headers(message: Message, extra: dict[str, str] | None = None) -> lis
     return headers
 
 
-def _encoded_content_type(value: str) -> tuple[str, bytes]:
+def encoded_content_type(value: str) -> tuple[str, bytes]:
+    """The record header ``content-type: value``."""
+    pair = _ENCODED.get(value)
+    if pair is not None:
+        return pair
     pair = (CONTENT_TYPE, value.encode())
     if len(_ENCODED) < 64:  # bounded: content types are few, but nothing stops a service from varying them
         _ENCODED[value] = pair
