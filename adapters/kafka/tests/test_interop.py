@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from polybus_kafka import KafkaBroker
@@ -33,6 +34,37 @@ async def test_polybus_message_is_read_by_a_plain_aiokafka_consumer(polybus_url:
     assert record.key == b"k-1"
     headers = dict(record.headers)
     assert headers == {"content-type": b"application/json", "trace": b"t-9", "polybus-id": sent_id.encode()}
+
+
+async def test_send_many_of_bytes_writes_the_same_records_as_messages(polybus_url: str) -> None:
+    # a list of bytes takes the fast path (no Message per body); a mixed list the general one
+    async with polybus.connect(polybus_url, partitions=1) as broker:
+        topic = broker.topic(unique_name("bulk"))
+        before = time.time()
+        async with topic.producer() as producer:
+            fast_ids = await producer.send_many([b"f0", b"f1", b"f2"])
+            general_ids = await producer.send_many([b"g0", polybus.Message.of(b"g1")])
+        after = time.time()
+        raw = AIOKafkaConsumer(bootstrap_servers=_servers(broker), auto_offset_reset="earliest")
+        await raw.start()
+        try:
+            raw.assign([TopicPartition(topic.name, 0)])
+            await raw.seek_to_beginning()
+            records = []
+            while len(records) < 5:
+                records.append(await asyncio.wait_for(raw.getone(), 20))
+        finally:
+            await raw.stop()
+    assert [r.value for r in records] == [b"f0", b"f1", b"f2", b"g0", b"g1"]
+    ids = [*fast_ids, *general_ids]
+    assert len(set(ids)) == 5
+    for record, sent_id in zip(records, ids, strict=True):
+        assert list(record.headers) == [
+            ("content-type", b"application/octet-stream"),
+            ("polybus-id", sent_id.encode()),
+        ]
+        assert record.key is None
+        assert before - 1 <= record.timestamp / 1000 <= after + 1
 
 
 async def test_plain_aiokafka_message_is_consumed_by_polybus(polybus_url: str) -> None:

@@ -288,10 +288,11 @@ class KafkaConsumer(Consumer):
                 continue
             tracker.add_fetched([r.offset for r in batch])
             if tp.topic != self._retry:
-                out += [make(r, tracker, False)[0] for r in batch]
+                out += [make(r, tracker) for r in batch]
                 continue
             for record in batch:
-                delivery, due = make(record, tracker, True)
+                delivery = make(record, tracker)
+                due = _due(record)
                 if due > now:
                     heapq.heappush(self._delayed, (due, next(_SEQ), delivery))
                 else:
@@ -335,18 +336,18 @@ class KafkaConsumer(Consumer):
             (self.client.pause if full else self.client.resume)(*tps)
             self._paused = full
 
-    def _delivery(self, record: Any, tracker: PartitionTracker, retry: bool) -> tuple[Delivery, float]:
+    def _delivery(self, record: Any, tracker: PartitionTracker) -> Delivery:
         # the hot path of consuming: what polybus sends for a body without headers, else one pass
-        attempt, due = 1, 0.0
+        attempt = 1
         pairs = record.headers
         try:
             if len(pairs) == 2 and pairs[0][0] == CONTENT_TYPE and pairs[1][0] == ID_HEADER:
                 headers = {CONTENT_TYPE: pairs[0][1].decode()}
                 message_id: str | None = pairs[1][1].decode()
             else:
-                headers, message_id, attempt, due = _read_headers(pairs, retry)
+                headers, message_id, attempt = _read_headers(pairs)
         except (UnicodeDecodeError, AttributeError):  # not UTF-8, or a header without a value
-            headers, message_id, attempt, due = _read_headers(pairs, retry)
+            headers, message_id, attempt = _read_headers(pairs)
         key = record.key
         value = record.value
         delivery = Delivery(
@@ -360,7 +361,7 @@ class KafkaConsumer(Consumer):
             attempt,
             (tracker, record.offset),
         )
-        return delivery, due
+        return delivery
 
     def _interrupt(self) -> None:
         self._wakeup.set()
@@ -485,11 +486,11 @@ class KafkaConsumer(Consumer):
             await self.topic.broker.leave_group(group_id(self.topic.name, self.group), member)
 
 
-def _read_headers(pairs: Any, retry: bool) -> tuple[dict[str, str], str | None, int, float]:
-    """Headers, message id, attempt and due time from any record's headers (values need not be UTF-8)."""
+def _read_headers(pairs: Any) -> tuple[dict[str, str], str | None, int]:
+    """Headers, message id and attempt from any record's headers (values need not be UTF-8)."""
     headers: dict[str, str] = {}
     message_id = None
-    attempt, due = 1, 0.0
+    attempt = 1
     for name, value in pairs or ():
         try:
             text = value.decode() if value is not None else ""
@@ -499,21 +500,19 @@ def _read_headers(pairs: Any, retry: bool) -> tuple[dict[str, str], str | None, 
             message_id = text
         elif name not in INTERNAL_HEADERS:
             headers[name] = text
-        else:
-            attempt, due = _retry_header(name, text, attempt, due, retry)
-    return headers, message_id, attempt, due
+        elif name == ATTEMPT_HEADER:
+            with contextlib.suppress(ValueError):  # a malformed value is ignored
+                attempt = max(1, int(text))
+    return headers, message_id, attempt
 
 
-def _retry_header(name: str, text: str, attempt: int, due: float, retry: bool) -> tuple[int, float]:
-    """Apply a ``polybus-attempt`` or ``polybus-due`` header; malformed values are ignored."""
-    try:
-        if name == ATTEMPT_HEADER:
-            return max(1, int(text)), due
-        if retry:  # a due time only counts on the retry topic
-            return attempt, int(text) / 1000
-    except ValueError:
-        pass
-    return attempt, due
+def _due(record: Any) -> float:
+    """When a retry copy may be delivered (seconds since the epoch; 0 = now): its ``polybus-due``."""
+    for name, value in record.headers or ():
+        if name == DUE_HEADER:
+            with contextlib.suppress(ValueError, AttributeError):  # malformed: due now
+                return int(value) / 1000
+    return 0.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
