@@ -45,6 +45,8 @@ __all__ = ["KafkaConsumer"]
 
 log = logging.getLogger("polybus.kafka")
 _SEQ = itertools.count()
+_CHUNK = 100
+"""Most deliveries one fetch makes from the records aiokafka has read ahead."""
 
 
 class KafkaConsumer(Consumer):
@@ -263,6 +265,10 @@ class KafkaConsumer(Consumer):
     # -- fetching --------------------------------------------------------------------------------
 
     async def _fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        # aiokafka reads ahead in the background, so a small chunk costs no round trip, and it keeps
+        # the garbage collector quiet: a few hundred live deliveries more trigger young-generation
+        # collections that promote them, then full collections (measured: 25% of consume throughput)
+        max_messages = min(max_messages, _CHUNK)
         now = time.time()
         out = self._pop_due(now, max_messages)
         if out:
