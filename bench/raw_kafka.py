@@ -1,6 +1,9 @@
 """Kafka driven at its best with aiokafka: record batches of ``batch`` records built by hand and
 shipped with ``send_batch`` (acks=all, one partition per batch in turn, ``window`` batches under way,
-every one awaited), and ``getmany`` of up to 1,000 records with one commit per batch."""
+every one awaited), and ``getmany`` of up to 1,000 records with one commit per batch.
+
+With ``headers`` (``--raw-headers``) the records carry the two headers polybus writes, so the raw
+column shows what the same records cost without polybus."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from polybus.testing._provision_probe import kafka_bootstrap
 __all__ = ["RawKafka"]
 
 BATCH = 1000
+CONTENT_TYPE = ("content-type", b"application/octet-stream")
 
 
 class RawKafka(Driver):
@@ -21,8 +25,11 @@ class RawKafka(Driver):
 
     label = "raw"
 
-    def __init__(self, url: str, *, partitions: int = 1, batch: int = 500, window: int = 1) -> None:
+    def __init__(
+        self, url: str, *, partitions: int = 1, batch: int = 500, window: int = 1, headers: bool = False
+    ) -> None:
         self.bootstrap = kafka_bootstrap(url)
+        self.headers = headers  # write the records polybus writes: content-type and a 32-hex-digit id
         self.partitions = partitions
         self.batch = batch
         self.window = window
@@ -63,13 +70,14 @@ class RawKafka(Driver):
         while queued < count and time.monotonic() < deadline:
             chunk = min(self.batch, count - queued)
             batch = self.producer.create_batch()
-            for _ in range(chunk):
-                if batch.append(key=None, value=body, timestamp=None) is None:  # full: ship it, go on
+            for n in range(queued, queued + chunk):
+                headers = [CONTENT_TYPE, ("polybus-id", b"%032x" % n)] if self.headers else None
+                if batch.append(key=None, value=body, timestamp=None, headers=headers) is None:  # full
                     under_way.append(
                         (0, await self.producer.send_batch(batch, self.topic, partition=partition))
                     )
                     batch = self.producer.create_batch()
-                    batch.append(key=None, value=body, timestamp=None)
+                    batch.append(key=None, value=body, timestamp=None, headers=headers)
             under_way.append((chunk, await self.producer.send_batch(batch, self.topic, partition=partition)))
             partition = (partition + 1) % self.partitions
             queued += chunk

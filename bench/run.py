@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--partitions", type=int, default=1, help="kafka: partitions of the topic in both columns (default 1)"
     )
+    parser.add_argument(
+        "--raw-headers", action="store_true", help="kafka: raw records carry polybus's two headers too"
+    )
     parser.add_argument("--phase-seconds", type=float, default=60.0, help="time bound of each phase")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument(
@@ -71,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def make_driver(
-    kind: str, broker: str, url: str, batch: int, partitions: int = 1, window: int = 1
+    kind: str, broker: str, url: str, batch: int, partitions: int = 1, window: int = 1, headers: bool = False
 ) -> Driver | str:
     """The driver for ``kind`` on ``broker``, or the reason there is none."""
     if kind == "polybus":
@@ -95,7 +98,7 @@ def make_driver(
     if broker == "kafka":
         from raw_kafka import RawKafka
 
-        return RawKafka(url, partitions=partitions, batch=batch, window=window)
+        return RawKafka(url, partitions=partitions, batch=batch, window=window, headers=headers)
     if broker == "nats":
         from raw_nats import RawNats
 
@@ -115,7 +118,9 @@ def worker(args: argparse.Namespace) -> int:
         job = backlog_rss(args.url, args.backlog_rss, args.size, args.batch, args.phase_seconds)
         result = asyncio.run(job)
     else:
-        driver = make_driver(args.worker, args.broker, args.url, args.batch, args.partitions, args.window)
+        driver = make_driver(
+            args.worker, args.broker, args.url, args.batch, args.partitions, args.window, args.raw_headers
+        )
         if isinstance(driver, str):
             result = {"driver": args.worker, "unavailable": driver}
         else:
@@ -205,6 +210,7 @@ def _spawn(kind: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
         str(args.partitions),
         "--window",
         str(args.window),
+        *(["--raw-headers"] if args.raw_headers else []),
     ]
     if kind == "backlog":
         command += ["--backlog-rss", str(args.backlog_rss)]
@@ -238,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if "error" not in result else 1
     kinds = [args.only] if args.only else ["polybus", "raw"]
     layout = f", {args.partitions} partition(s)" if args.broker == "kafka" else ""
+    layout += ", raw records with polybus's headers" if args.raw_headers else ""
     print(
         f"{args.messages} messages x {args.size} B{layout}, batches of {args.batch} "
         f"({args.window} under way), {args.roundtrips} round trips, median of {args.repeat}"
