@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         "--partitions", type=int, default=1, help="kafka: partitions of the topic in both columns (default 1)"
     )
     parser.add_argument(
-        "--raw-headers", action="store_true", help="kafka: raw records carry polybus's two headers too"
+        "--raw-headers", action="store_true", help="kafka: raw records carry polybus's id header too"
     )
     parser.add_argument("--phase-seconds", type=float, default=60.0, help="time bound of each phase")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if "error" not in result else 1
     kinds = [args.only] if args.only else ["polybus", "raw"]
     layout = f", {args.partitions} partition(s)" if args.broker == "kafka" else ""
-    layout += ", raw records with polybus's headers" if args.raw_headers else ""
+    layout += ", raw records with polybus's id header" if args.raw_headers else ""
     print(
         f"{args.messages} messages x {args.size} B{layout}, batches of {args.batch} "
         f"({args.window} under way), {args.roundtrips} round trips, median of {args.repeat}"

@@ -59,12 +59,42 @@ async def test_send_many_of_bytes_writes_the_same_records_as_messages(polybus_ur
     ids = [*fast_ids, *general_ids]
     assert len(set(ids)) == 5
     for record, sent_id in zip(records, ids, strict=True):
-        assert list(record.headers) == [
-            ("content-type", b"application/octet-stream"),
-            ("polybus-id", sent_id.encode()),
-        ]
+        # bytes need no content-type on the wire: polybus-id without one means bytes
+        assert list(record.headers) == [("polybus-id", sent_id.encode())]
         assert record.key is None
         assert before - 1 <= record.timestamp / 1000 <= after + 1
+
+
+async def test_bytes_with_headers_travel_without_content_type_and_come_back_as_bytes(
+    polybus_url: str,
+) -> None:
+    async with polybus.connect(polybus_url, partitions=1) as broker:
+        topic = broker.topic(unique_name("ct"))
+        async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
+            await producer.send(b"\x00raw", headers={"trace": "t-1"})
+            await producer.send("text")
+            got = [await consumer.receive(timeout=20) for _ in range(2)]
+            for d in got:
+                assert d is not None
+                await (d.nack() if d.body == b"\x00raw" else d.ack())
+            again = await consumer.receive(timeout=20)  # the retry copy keeps the content type
+            assert again is not None and again.body == b"\x00raw" and again.attempt == 2
+            await again.ack()
+        raw = AIOKafkaConsumer(bootstrap_servers=_servers(broker), auto_offset_reset="earliest")
+        await raw.start()
+        try:
+            raw.assign([TopicPartition(topic.name, 0)])
+            await raw.seek_to_beginning()
+            records = [await asyncio.wait_for(raw.getone(), 20) for _ in range(2)]
+        finally:
+            await raw.stop()
+    assert [name for name, _ in records[0].headers] == ["trace", "polybus-id"]
+    assert [name for name, _ in records[1].headers] == ["content-type", "polybus-id"]
+    first, second = got
+    assert first is not None and second is not None
+    assert first.headers == {"trace": "t-1", "content-type": "application/octet-stream"}
+    assert again.headers == first.headers and again.id == first.id
+    assert second.content_type == "text/plain; charset=utf-8" and second.text() == "text"
 
 
 async def test_plain_aiokafka_message_is_consumed_by_polybus(polybus_url: str) -> None:

@@ -24,7 +24,7 @@ from aiokafka import errors as kerrors
 
 from polybus import ConfigurationError, Consumer, Delivery, Message, OperationTimeout, PolybusError
 from polybus._delivery import Outcome
-from polybus._message import CONTENT_TYPE
+from polybus._message import BYTES, CONTENT_TYPE
 from polybus_kafka._assignor import BusyAwareAssignor
 from polybus_kafka._errors import translated
 from polybus_kafka._offsets import PartitionTracker
@@ -297,7 +297,7 @@ class KafkaConsumer(Consumer):
                 out += [make(r, tracker) for r in batch]
                 continue
             for record in batch:
-                delivery = make(record, tracker)
+                delivery = make(record, tracker, True)
                 due = _due(record)
                 if due > now:
                     heapq.heappush(self._delayed, (due, next(_SEQ), delivery))
@@ -342,18 +342,18 @@ class KafkaConsumer(Consumer):
             (self.client.pause if full else self.client.resume)(*tps)
             self._paused = full
 
-    def _delivery(self, record: Any, tracker: PartitionTracker) -> Delivery:
-        # the hot path of consuming: what polybus sends for a body without headers, else one pass
+    def _delivery(self, record: Any, tracker: PartitionTracker, retry: bool = False) -> Delivery:
+        # the hot path of consuming: what polybus sends for bytes without headers, else one pass
         attempt = 1
         pairs = record.headers
         try:
-            if len(pairs) == 2 and pairs[0][0] == CONTENT_TYPE and pairs[1][0] == ID_HEADER:
-                headers = {CONTENT_TYPE: pairs[0][1].decode()}
-                message_id: str | None = pairs[1][1].decode()
+            if len(pairs) == 1 and pairs[0][0] == ID_HEADER and not retry:
+                headers = {CONTENT_TYPE: BYTES}  # implied by polybus-id (see _wire.record_headers)
+                message_id: str | None = pairs[0][1].decode()
             else:
-                headers, message_id, attempt = _read_headers(pairs)
+                headers, message_id, attempt = _read_headers(pairs, retry)
         except (UnicodeDecodeError, AttributeError):  # not UTF-8, or a header without a value
-            headers, message_id, attempt = _read_headers(pairs)
+            headers, message_id, attempt = _read_headers(pairs, retry)
         key = record.key
         value = record.value
         delivery = Delivery(
@@ -492,7 +492,7 @@ class KafkaConsumer(Consumer):
             await self.topic.broker.leave_group(group_id(self.topic.name, self.group), member)
 
 
-def _read_headers(pairs: Any) -> tuple[dict[str, str], str | None, int]:
+def _read_headers(pairs: Any, retry: bool) -> tuple[dict[str, str], str | None, int]:
     """Headers, message id and attempt from any record's headers (values need not be UTF-8)."""
     headers: dict[str, str] = {}
     message_id = None
@@ -509,6 +509,8 @@ def _read_headers(pairs: Any) -> tuple[dict[str, str], str | None, int]:
         elif name == ATTEMPT_HEADER:
             with contextlib.suppress(ValueError):  # a malformed value is ignored
                 attempt = max(1, int(text))
+    if message_id is not None and not retry and CONTENT_TYPE not in headers:
+        headers[CONTENT_TYPE] = BYTES  # polybus leaves the content type of bytes out of the record
     return headers, message_id, attempt
 
 

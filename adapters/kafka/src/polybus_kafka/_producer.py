@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from aiokafka.partitioner import murmur2
 
 from polybus import BrokerConnectionError, Message, Producer, PublishError
-from polybus._message import BYTES, new_message_id
+from polybus._message import new_message_id
 from polybus_kafka._errors import translated
-from polybus_kafka._wire import ID_HEADER, encoded_content_type, record_headers
+from polybus_kafka._wire import ID_HEADER, record_headers
 
 if TYPE_CHECKING:
     from polybus_kafka._broker import KafkaBroker, KafkaTopic
@@ -90,11 +90,10 @@ async def publish_bodies(broker: KafkaBroker, topic: str, bodies: list[bytes], i
     with translated(f"sending to topic {topic!r}", default=PublishError):
         partitions = sorted(await broker.producer.partitions_for(topic))
         batches = _Batches(broker, topic, partitions, next(_ROUND_ROBIN))
-        content_type = encoded_content_type(BYTES)
         timestamp = int(time.time() * 1000)
         append, n = batches.append, 0
         for body, message_id in zip(bodies, ids, strict=True):
-            headers = [content_type, (ID_HEADER, message_id.encode())]
+            headers = [(ID_HEADER, message_id.encode())]  # no content-type: bytes (see record_headers)
             if append(n, timestamp, None, body, headers) is None:
                 append, n = await batches.next(n), 0
                 append(n, timestamp, None, body, headers)  # the first record of a batch always fits

@@ -1,7 +1,8 @@
 """The wire format: Kafka names polybus derives, and the record headers it adds and reads.
 
 A polybus message is one Kafka record: value = body, key = UTF-8 key, timestamp = send time (ms),
-headers = the message's headers plus ``polybus-id``. Copies on a retry topic also carry
+headers = the message's headers plus ``polybus-id``, without a ``content-type`` of
+``application/octet-stream`` (implied by ``polybus-id``). Copies on a retry topic also carry
 ``polybus-attempt`` and ``polybus-due``. Imports polybus core modules only.
 """
 
@@ -9,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 
-from polybus._message import CONTENT_TYPE, ID_HEADER, Message
+from polybus._message import BYTES, CONTENT_TYPE, ID_HEADER, Message
 
 __all__ = [
     "ATTEMPT_HEADER",
     "DUE_HEADER",
     "ID_HEADER",
     "INTERNAL_HEADERS",
-    "encoded_content_type",
     "group_id",
     "record_headers",
     "retry_topic",
@@ -66,14 +66,28 @@ _ENCODED: dict[str, tuple[str, bytes]] = {}
 
 
 def record_headers(message: Message, extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
-    """Kafka headers for ``message``: its headers, ``polybus-id``, then ``extra``."""
+    """Kafka headers for ``message``: its headers, ``polybus-id``, then ``extra``.
+
+    On the topic itself (no ``extra``), ``content-type: application/octet-stream`` is left out: a
+    record there with ``polybus-id`` and no content type is bytes, and the consumer says so. Every
+    header costs the broker and every consumer work per record, and bytes are what most high-volume
+    streams carry. Retry copies (``extra`` given) keep the content type as it was delivered, also
+    when there was none (a record from a plain producer).
+    """
     source = message.headers
     if extra is None and len(source) == 1 and CONTENT_TYPE in source:  # the hot path: a body, no headers
         content_type = source[CONTENT_TYPE]
-        pair = _ENCODED.get(content_type) or encoded_content_type(content_type)
+        if content_type == BYTES:
+            return [(ID_HEADER, message.id.encode())]
+        pair = _ENCODED.get(content_type) or _encoded_content_type(content_type)
         return [pair, (ID_HEADER, message.id.encode())]
-    if ID_HEADER in source or ATTEMPT_HEADER in source or DUE_HEADER in source:
-        source = {k: v for k, v in source.items() if k not in INTERNAL_HEADERS}
+    implied = extra is None and source.get(CONTENT_TYPE) == BYTES
+    if implied or ID_HEADER in source or ATTEMPT_HEADER in source or DUE_HEADER in source:
+        source = {
+            k: v
+            for k, v in source.items()
+            if k not in INTERNAL_HEADERS and not (implied and k == CONTENT_TYPE)
+        }
     headers = [(k, v.encode()) for k, v in source.items()]
     headers.append((ID_HEADER, message.id.encode()))
     if extra:
@@ -81,11 +95,7 @@ def record_headers(message: Message, extra: dict[str, str] | None = None) -> lis
     return headers
 
 
-def encoded_content_type(value: str) -> tuple[str, bytes]:
-    """The record header ``content-type: value``."""
-    pair = _ENCODED.get(value)
-    if pair is not None:
-        return pair
+def _encoded_content_type(value: str) -> tuple[str, bytes]:
     pair = (CONTENT_TYPE, value.encode())
     if len(_ENCODED) < 64:  # bounded: content types are few, but nothing stops a service from varying them
         _ENCODED[value] = pair
