@@ -7,6 +7,7 @@ import collections
 
 import polybus
 from polybus.testing import unique_name
+from polybus.testing.contract import collect
 
 
 def _partition(delivery: polybus.Delivery) -> int:
@@ -14,14 +15,10 @@ def _partition(delivery: polybus.Delivery) -> int:
     return int(tracker.tp.partition)
 
 
-async def _drain(consumer: polybus.Consumer, count: int) -> list[polybus.Delivery]:
-    out: list[polybus.Delivery] = []
-    while len(out) < count:
-        d = await consumer.receive(timeout=20)
-        assert d is not None, f"only {len(out)} of {count} arrived"
-        out.append(d)
-        await d.ack()
-    return out
+async def _drain(consumer: polybus.Consumer, count: int, *, ack: bool = True) -> list[polybus.Delivery]:
+    got = await collect(consumer, count, 20, ack=ack)
+    assert len(got) == count, f"only {len(got)} of {count} arrived"
+    return got
 
 
 async def test_unkeyed_send_many_fills_one_partition_then_moves_on(polybus_url: str) -> None:
@@ -72,7 +69,7 @@ async def test_a_listener_settles_what_it_received(polybus_url: str) -> None:
         topic = broker.topic(unique_name("listen"))
         async with topic.consumer() as listener, topic.producer() as producer:
             await producer.send_many([b"ack", b"reject", b"nack"])
-            first = await _collect(listener, 3)
+            first = await _drain(listener, 3, ack=False)
             for d in first:
                 await {b"ack": d.ack, b"reject": d.reject, b"nack": d.nack}[d.body]()
             again = await listener.receive(timeout=10)
@@ -80,12 +77,3 @@ async def test_a_listener_settles_what_it_received(polybus_url: str) -> None:
             await again.ack()
             trackers = listener._trackers.values()  # type: ignore[attr-defined]
             assert [t.busy for t in trackers] == [False]
-
-
-async def _collect(consumer: polybus.Consumer, count: int) -> list[polybus.Delivery]:
-    out: list[polybus.Delivery] = []
-    while len(out) < count:
-        d = await consumer.receive(timeout=20)
-        assert d is not None, f"only {len(out)} of {count} arrived"
-        out.append(d)
-    return out
