@@ -70,7 +70,7 @@ class Producer(AsyncResource):
         messages: list[Message] = []
         bodies: list[bytes] = []
         if self._takes_bodies and items.__class__ is list and all(i.__class__ is bytes for i in items):
-            bodies = items  # checked just above: a list of bytes
+            bodies = list(items)  # a copy: the caller may change its list while the send is under way
             # the hot path of bulk sends: the adapter builds its records from the bodies
             longest = max(map(len, bodies), default=0) + BYTES_HEADER_SIZE
             if limit is not None and longest > limit:
