@@ -352,7 +352,7 @@ class KafkaConsumer(Consumer):
                 message_id: str | None = pairs[0][1].decode()
             else:
                 headers, message_id, attempt = _read_headers(pairs, retry)
-        except (UnicodeDecodeError, AttributeError):  # not UTF-8, or a header without a value
+        except (UnicodeDecodeError, AttributeError, TypeError):  # not UTF-8, a header without a value...
             headers, message_id, attempt = _read_headers(pairs, retry)
         key = record.key
         value = record.value
