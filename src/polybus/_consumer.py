@@ -1,25 +1,30 @@
 """``Consumer``: receives deliveries from a topic for a group, bounded by ``prefetch``.
 
-The base class owns the buffering, the prefetch bound, the closed state and the bookkeeping of
-unsettled deliveries; adapters implement four hooks (``_open``, ``_fetch``, ``_settle_native``,
-``_release``). Closing a consumer hands every delivery it holds but did not settle back to the
-group. Imports the core delivery, error and resource modules only.
+The base class owns the buffering, the prefetch bound, the closed state, the bookkeeping of
+unsettled deliveries and (for adapters that opt in with ``_ack_batch``) the coalescing of acks;
+adapters implement four hooks (``_open``, ``_fetch``, ``_settle_native``, ``_release``). Closing a
+consumer sends the acks it queued, then hands every delivery it holds but did not settle back to
+the group. Imports the core delivery, error and resource modules only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
 from polybus._delivery import Delivery, Outcome
-from polybus._errors import ClosedError
+from polybus._errors import ClosedError, PolybusError
 from polybus._resource import AsyncResource
 
 if TYPE_CHECKING:
     from polybus._topic import Topic
 
 __all__ = ["Consumer"]
+
+log = logging.getLogger("polybus")
 
 POLL_INTERVAL = 1.0
 """Longest a single ``_fetch`` waits, so that closing and timeouts are noticed promptly."""
@@ -33,6 +38,17 @@ class Consumer(AsyncResource):
     every message sent to the topic. At most ``prefetch`` deliveries are held unsettled at once.
     """
 
+    _coalesces_acks: ClassVar[bool] = False
+    """True when the adapter implements :meth:`_ack_batch` (set by the class itself, not by hand)."""
+    ack_linger: float = 0.0
+    """Adapters with ``_ack_batch``: seconds a partial batch of acks waits for more (0: next loop turn)."""
+    ack_batch_size: int = 1024
+    """Adapters with ``_ack_batch``: queued acks that are sent at once, without lingering."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._coalesces_acks = cls._ack_batch is not Consumer._ack_batch
+
     def __init__(self, topic: Topic, group: str | None, prefetch: int) -> None:
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
@@ -43,6 +59,8 @@ class Consumer(AsyncResource):
         self._unsettled: dict[Delivery, None] = {}  # insertion-ordered
         self._room = asyncio.Event()
         self._fetch_lock = asyncio.Lock()
+        self._queued_acks: list[Delivery] = []
+        self._ack_flusher_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         group = f" group={self.group!r}" if self.group else " (no group)"
@@ -150,10 +168,66 @@ class Consumer(AsyncResource):
         self.topic.broker._untrack(self)
         self._interrupt()
         async with self._fetch_lock:
+            await self._flush_acks()
             held = self.held()
             self._buffer.clear()
             self._unsettled.clear()
             await self._release(held)
+
+    # -- ack coalescing (adapters that implement _ack_batch) ---------------------------------------
+
+    def _queue_ack(self, delivery: Delivery) -> None:
+        """Queue an ack (the handler has finished): sent by the flusher task, never before this call."""
+        self._queued_acks.append(delivery)
+        if self._ack_flusher_task is None:
+            self._ack_flusher_task = asyncio.get_running_loop().create_task(self._run_ack_flusher())
+
+    async def _run_ack_flusher(self) -> None:
+        try:
+            while self._queued_acks:
+                if len(self._queued_acks) < self.ack_batch_size:
+                    await asyncio.sleep(self.ack_linger)  # let the acks of the same burst join
+                await self._send_acks(self._take_acks())
+        finally:
+            self._ack_flusher_task = None
+
+    async def _send_acks(self, batch: list[Delivery]) -> None:
+        if not batch:  # a fetch took them into its own request meanwhile
+            return
+        try:
+            await self._ack_batch(batch)
+        except PolybusError as exc:  # unacked messages come back: at-least-once holds
+            log.warning(
+                "could not ack %d deliveries of %r (they will be redelivered): %s", len(batch), self, exc
+            )
+
+    def _take_acks(self) -> list[Delivery]:
+        """Adapters: take the queued acks now, to send them in a request of their own (a fetch's pipeline).
+
+        The adapter then owns them: it must send them, or leave them to be redelivered.
+        """
+        acks, self._queued_acks = self._queued_acks, []
+        return acks
+
+    async def _flush_acks(self) -> None:
+        """Adapters (and closing): send every queued ack now, and wait until a flush under way is done."""
+        flusher = self._ack_flusher_task
+        if flusher is not None and flusher is not asyncio.current_task():
+            await asyncio.shield(flusher)
+        await self._send_acks(self._take_acks())
+
+    def _drop_buffered(self, predicate: Callable[[Delivery], bool]) -> list[Delivery]:
+        """Adapters: remove the fetched, not yet handed out deliveries for which ``predicate`` is true.
+
+        For deliveries the adapter can no longer settle (a revoked partition); they are not released.
+        """
+        dropped = [d for d in self._buffer if predicate(d)]
+        if dropped:
+            kept = [d for d in self._buffer if not predicate(d)]
+            self._buffer.clear()
+            self._buffer.extend(kept)
+            self._room.set()
+        return dropped
 
     # -- adapter hooks -------------------------------------------------------------------------
 
@@ -162,15 +236,20 @@ class Consumer(AsyncResource):
         raise NotImplementedError
 
     async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
-        """Adapters: ack, nack (after ``delay``) or reject ``delivery`` on the broker."""
+        """Adapters: ack, nack (after ``delay``) or reject ``delivery`` on the broker.
+
+        With ``_ack_batch`` implemented, it is called for nacks and rejects only.
+        """
         raise NotImplementedError
 
-    _acks_in_memory = False
-    """Adapters: set True where an ack is bookkeeping only (the broker work is done later, coalesced,
-    by the adapter): ``ack()`` then calls :meth:`_ack_in_memory` instead of awaiting ``_settle_native``."""
+    async def _ack_batch(self, deliveries: list[Delivery]) -> None:
+        """Adapters, optional: ack ``deliveries`` (in ack order) on the broker in one go.
 
-    def _ack_in_memory(self, delivery: Delivery) -> None:
-        """Adapters with ``_acks_in_memory``: record the ack of ``delivery``, without awaiting anything."""
+        Implementing it opts in to ack coalescing: ``ack()`` then queues the delivery without
+        awaiting broker work, and the core calls this from one flusher task per burst of acks (after
+        ``ack_linger``, at once at ``ack_batch_size``, and before ``_release`` on close). A
+        :class:`~polybus.PolybusError` raised here is logged; those messages are redelivered.
+        """
         raise NotImplementedError
 
     def _interrupt(self) -> None:

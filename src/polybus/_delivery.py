@@ -98,8 +98,8 @@ class Delivery:
         """The message was handled: it will not be delivered again to this group."""
         consumer = self._consumer
         consumer._mark_settled(self, Outcome.ACK)
-        if consumer._acks_in_memory:
-            consumer._ack_in_memory(self)
+        if consumer._coalesces_acks:
+            consumer._queue_ack(self)
         else:
             await consumer._settle_native(self, Outcome.ACK, None)
 

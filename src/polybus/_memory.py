@@ -13,38 +13,50 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import heapq
 import itertools
 import time
+import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-import pydantic
-
-from polybus._broker import Broker
-from polybus._capabilities import Capabilities, Support
-from polybus._consumer import Consumer
-from polybus._delivery import Delivery, Outcome
-from polybus._errors import ConfigurationError, NotFoundError
-from polybus._message import Message
-from polybus._producer import Producer
-from polybus._settings import describe_error, split_url, url_options
-from polybus._topic import GroupStats, Topic, TopicStats
+from polybus._errors import NotFoundError
+from polybus.adapter import (
+    AdapterSettings,
+    Broker,
+    Capabilities,
+    Consumer,
+    DelayHeap,
+    Delivery,
+    GroupStats,
+    Message,
+    NoOptions,
+    Outcome,
+    Producer,
+    Start,
+    Support,
+    Topic,
+    TopicStats,
+)
 
 __all__ = ["MemoryBroker", "MemorySettings"]
 
 
-class MemorySettings(pydantic.BaseModel):
-    """Options of ``memory://NAME?max_message_size=...&prefetch=...``."""
+class MemorySettings(AdapterSettings):
+    """Options of ``memory://NAME?max_message_size=...&prefetch=...``.
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    ``max_message_size`` is 1 MiB by default, as on the most limited real broker, so that code
+    tested here does not surprise elsewhere.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    adapter_name: ClassVar[str] = "memory"
 
     name: str = ""
     """Brokers with the same name share topics within the process."""
-    max_message_size: int = pydantic.Field(default=1024 * 1024, ge=1)
-    """Largest message accepted, in bytes (1 MiB, as the most limited real broker, by default)."""
-    prefetch: int = pydantic.Field(default=100, ge=1)
-    """Default ``prefetch`` of consumers."""
+
+    @classmethod
+    def url_values(cls, parts: urllib.parse.SplitResult) -> dict[str, Any]:
+        return {"name": parts.netloc}
 
 
 class _Entry:
@@ -56,19 +68,20 @@ class _Entry:
 
 
 class _Group:
-    """One group's queue: ready entries, delayed entries (a heap by due time), in-flight count."""
+    """One group's queue: ready entries, delayed entries (by due time), in-flight count."""
 
     def __init__(self) -> None:
         self.ready: collections.deque[_Entry] = collections.deque()
-        self.delayed: list[tuple[float, int, _Entry]] = []
+        self.delayed: DelayHeap[_Entry] = DelayHeap()
         self.in_flight = 0
         self.waiters: set[Callable[[], None]] = set()
 
     def promote_due(self, now: float) -> float | None:
         """Move due delayed entries to ready; return seconds until the next one, if any."""
-        while self.delayed and self.delayed[0][0] <= now:
-            self.ready.append(heapq.heappop(self.delayed)[2])
-        return self.delayed[0][0] - now if self.delayed else None
+        if self.delayed:
+            self.ready.extend(self.delayed.pop_due(now))
+        due = self.delayed.next_due()
+        return None if due is None else due - now
 
     def wake(self) -> None:
         for waiter in list(self.waiters):
@@ -98,7 +111,6 @@ class _Hub:
 
 
 _HUBS: dict[str, _Hub] = collections.defaultdict(_Hub)
-_SEQ = itertools.count()
 
 
 class MemoryBroker(Broker):
@@ -128,12 +140,7 @@ class MemoryBroker(Broker):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBroker:
         """Build from ``memory://NAME?option=value``; keyword options override the URL's."""
-        parts = split_url(url)
-        values: dict[str, Any] = {"name": parts.netloc, **url_options(parts), **options}
-        try:
-            return cls(MemorySettings(**values))
-        except pydantic.ValidationError as exc:
-            raise ConfigurationError(f"invalid memory:// options: {describe_error(exc, url)}") from None
+        return cls(MemorySettings.from_url(url, **options))
 
     @property
     def display_url(self) -> str:
@@ -173,10 +180,10 @@ class MemoryTopic(Topic):
             messages=state.sent,
         )
 
-    def _producer(self, **options: Any) -> MemoryProducer:
+    def _producer(self, options: NoOptions) -> MemoryProducer:
         return MemoryProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> MemoryConsumer:
+    def _consumer(self, group: str | None, prefetch: int, start: Start, options: NoOptions) -> MemoryConsumer:
         return MemoryConsumer(self, group, prefetch)
 
 
@@ -263,7 +270,7 @@ class MemoryConsumer(Consumer):
         if outcome is Outcome.NACK:
             entry: _Entry = delivery.native
             if delay:
-                heapq.heappush(group.delayed, (time.monotonic() + delay, next(_SEQ), entry))
+                group.delayed.push(time.monotonic() + delay, entry)
             else:
                 group.ready.append(entry)
             group.wake()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from polybus._errors import MessageTooLargeError
 from polybus._message import BYTES_HEADER_SIZE, Message, messages_of
@@ -26,6 +26,13 @@ class Producer(AsyncResource):
     ``send`` and ``send_many`` return only after the broker confirmed the message(s); on an error
     they raise, and a message that raised may or may not have been stored (at-least-once: resend).
     """
+
+    _takes_bodies: ClassVar[bool] = False
+    """True when the adapter implements :meth:`_publish_bodies` (set by the class itself)."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._takes_bodies = cls._publish_bodies is not Producer._publish_bodies
 
     def __init__(self, topic: Topic) -> None:
         self.topic = topic
@@ -101,11 +108,9 @@ class Producer(AsyncResource):
         """Adapters: store ``messages`` on the broker, wait for its confirmation, return their ids."""
         raise NotImplementedError
 
-    _takes_bodies = False
-    """Adapters: set True to receive a ``send_many`` of a list of ``bytes`` as :meth:`_publish_bodies`."""
-
     async def _publish_bodies(self, bodies: list[bytes]) -> list[str]:
-        """Adapters with ``_takes_bodies``: store each body exactly as ``_publish`` would store
+        """Adapters, optional (implementing it opts in): a ``send_many`` of a list of ``bytes`` comes
+        here instead of :meth:`_publish`. Store each body exactly as ``_publish`` would store
         ``Message.of(body)`` (content type ``application/octet-stream``, a new id, sent now); the
         sizes are checked already. Return the new ids once the broker confirmed every body."""
         raise NotImplementedError

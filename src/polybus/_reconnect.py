@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from polybus._errors import BrokerConnectionError
 
-__all__ = ["ReconnectPolicy"]
+__all__ = ["Outage", "ReconnectPolicy"]
 
 T = TypeVar("T")
 log = logging.getLogger("polybus.reconnect")
@@ -75,3 +75,57 @@ class ReconnectPolicy:
                 await asyncio.sleep(delay)
                 if before_retry is not None:
                     await before_retry(exc)
+
+
+class Outage:
+    """Backoff state of one worker (a consumer's fetch loop, a link) while its connection is down.
+
+    Call :meth:`failed` after each failed try: it returns how long to wait before the next one, or
+    re-raises the error once the policy gives up (``max_attempts`` tries or ``give_up_after``
+    seconds since the outage began). Call :meth:`ended` after a success: the next failure starts a
+    new outage with the first delay again.
+    """
+
+    __slots__ = ("_delays", "_since", "next_try", "policy", "what")
+
+    def __init__(self, policy: ReconnectPolicy, what: str = "connection") -> None:
+        self.policy = policy
+        self.what = what
+        self._since: float | None = None
+        self._delays: Iterator[float] = iter(())
+        self.next_try: float | None = None
+        """Monotonic time of the next try while an outage lasts, else ``None``."""
+
+    @property
+    def active(self) -> bool:
+        """True between a failure and the next success."""
+        return self._since is not None
+
+    def ended(self) -> None:
+        """A try succeeded: the outage (if any) is over."""
+        self._since = self.next_try = None
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failed try; the delay before the next one, or re-raise ``exc`` when giving up."""
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+            self._delays = self.policy.delays()
+        delay = next(self._delays, None)
+        give_up = self.policy.give_up_after
+        if delay is None or (give_up is not None and now - self._since + delay > give_up):
+            self.ended()
+            raise exc
+        log.warning("%s failed (%s); retrying in %.2fs", self.what, exc, delay)
+        self.next_try = now + delay
+        return delay
+
+    async def ready(self, deadline: float) -> bool:
+        """Wait for the next try; False, having slept until ``deadline`` (monotonic), if it comes later."""
+        if self.next_try is None:
+            return True
+        if self.next_try > deadline:
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            return False
+        await asyncio.sleep(max(0.0, self.next_try - time.monotonic()))
+        return True

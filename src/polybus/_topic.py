@@ -1,15 +1,18 @@
 """``Topic``: a named destination on a broker, and ``TopicStats``, what a broker can tell about it.
 
 Adapters subclass ``Topic`` and implement ``_ensure``, ``_delete``, ``_stats`` and the two
-factories. Imports core modules only.
+factories, and declare the option models of ``consumer(...)`` and ``producer(...)``: the core
+validates every call against them, and checks ``start`` against the broker's capabilities.
+Imports core modules only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from polybus._adapter_settings import NoOptions, OptionsModel, validate_options
 from polybus._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -17,7 +20,10 @@ if TYPE_CHECKING:
     from polybus._consumer import Consumer
     from polybus._producer import Producer
 
-__all__ = ["GroupStats", "Topic", "TopicStats", "check_name"]
+__all__ = ["GroupStats", "Start", "Topic", "TopicStats", "check_name"]
+
+Start = Literal["earliest", "latest"]
+"""Where a new group starts: at the earliest message the topic retains, or after the latest one."""
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
 
@@ -59,6 +65,11 @@ class TopicStats:
 class Topic:
     """A named destination. Get one with ``broker.topic(name)``; it is cheap and holds no connection."""
 
+    consumer_options: ClassVar[type[OptionsModel]] = NoOptions
+    """Adapters: the model of the keyword options ``consumer(...)`` accepts (unknown ones are refused)."""
+    producer_options: ClassVar[type[OptionsModel]] = NoOptions
+    """Adapters: the model of the keyword options ``producer(...)`` accepts (unknown ones are refused)."""
+
     def __init__(self, broker: Broker, name: str) -> None:
         self.broker = broker
         self.name = name
@@ -82,21 +93,50 @@ class Topic:
         return await self._stats()
 
     def producer(self, **options: Any) -> Producer:
-        """A producer for this topic; use it as an async context manager."""
-        self.broker._check_open()
-        return self._producer(**options)
+        """A producer for this topic; use it as an async context manager.
 
-    def consumer(self, group: str | None = None, *, prefetch: int | None = None, **options: Any) -> Consumer:
+        ``options`` are the adapter's producer options (see its docs); an unknown or invalid one
+        raises :class:`~polybus.ConfigurationError`.
+        """
+        self.broker._check_open()
+        checked = validate_options(
+            self.producer_options, options, what="producer", where=f"{self.broker.scheme}://"
+        )
+        return self._producer(checked)
+
+    def consumer(
+        self,
+        group: str | None = None,
+        *,
+        prefetch: int | None = None,
+        start: Start = "latest",
+        **options: Any,
+    ) -> Consumer:
         """A consumer in ``group`` (a durable subscription), or a non-durable listener if ``None``.
 
         ``prefetch`` bounds how many deliveries it holds unsettled; ``None`` takes the broker's default.
+        ``start`` applies when the group is created: ``"latest"`` (the default) receives what is sent
+        from then on; ``"earliest"`` also receives what the topic still holds from before, and needs
+        the ``replay`` capability (:class:`~polybus.UnsupportedCapabilityError` where the broker has
+        none). ``options`` are the adapter's consumer options; an unknown or invalid one raises
+        :class:`~polybus.ConfigurationError`.
         """
-        self.broker._check_open()
+        broker = self.broker
+        broker._check_open()
         if group is not None:
             check_name(group, "group")
-        return self._consumer(
-            group, self.broker.default_prefetch if prefetch is None else prefetch, **options
+        if start != "latest":
+            if start != "earliest":
+                raise ConfigurationError(f"start must be 'earliest' or 'latest', not {start!r}")
+            broker.capabilities.require("replay", broker=f"{broker.scheme}://", need='start="earliest"')
+        if prefetch is None:
+            prefetch = broker.default_prefetch
+        elif prefetch.__class__ is not int or prefetch < 1:
+            raise ConfigurationError(f"prefetch must be a whole number >= 1, got {prefetch!r}")
+        checked = validate_options(
+            self.consumer_options, options, what="consumer", where=f"{broker.scheme}://"
         )
+        return self._consumer(group, prefetch, start, checked)
 
     async def _ensure(self) -> None:
         raise NotImplementedError
@@ -107,8 +147,11 @@ class Topic:
     async def _stats(self) -> TopicStats:
         raise NotImplementedError
 
-    def _producer(self, **options: Any) -> Producer:
+    def _producer(self, options: Any) -> Producer:
+        """Adapters: a producer; ``options`` is an instance of ``producer_options``, validated."""
         raise NotImplementedError
 
-    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> Consumer:
+    def _consumer(self, group: str | None, prefetch: int, start: Start, options: Any) -> Consumer:
+        """Adapters: a consumer; ``start`` is ``"earliest"`` only where ``replay`` is declared, and
+        ``options`` is an instance of ``consumer_options``, validated."""
         raise NotImplementedError

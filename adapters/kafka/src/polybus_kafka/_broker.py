@@ -22,7 +22,6 @@ from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 from polybus import (
     Broker,
     Capabilities,
-    ConfigurationError,
     NotFoundError,
     Support,
     Topic,
@@ -362,12 +361,9 @@ class KafkaTopic(Topic):
         messages = sum(max(0, ends[tp] - starts.get(tp, 0)) for tp in main)
         return TopicStats(topic=self.name, groups=out, messages=messages)
 
-    def _producer(self, **options: Any) -> KafkaProducer:
+    def _producer(self, options: Any) -> KafkaProducer:
         return KafkaProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> KafkaConsumer:
+    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> KafkaConsumer:
         """``start="earliest"`` makes a new group (or a listener) read the log from its start."""
-        unknown = set(options) - {"start"}
-        if unknown:
-            raise ConfigurationError(f"unknown kafka consumer options: {sorted(unknown)} (known: start)")
-        return KafkaConsumer(self, group, prefetch, **options)
+        return KafkaConsumer(self, group, prefetch, start=start)

@@ -253,10 +253,7 @@ class KafkaConsumer(Consumer):
 
     def _forget_dead(self) -> None:
         """Drop buffered and delayed deliveries of partitions this member no longer owns."""
-        live = [d for d in self._buffer if d.native[0].alive]
-        if len(live) != len(self._buffer):
-            self._buffer.clear()
-            self._buffer.extend(live)
+        self._drop_buffered(lambda d: not d.native[0].alive)
         delayed = [e for e in self._delayed if e[2].native[0].alive]
         if len(delayed) != len(self._delayed):
             heapq.heapify(delayed)
@@ -374,7 +371,10 @@ class KafkaConsumer(Consumer):
 
     # -- settling --------------------------------------------------------------------------------
 
-    _acks_in_memory = True  # an ack marks its offset; the commit loop commits the settled prefix
+    async def _ack_batch(self, deliveries: list[Delivery]) -> None:
+        # an ack marks its offset; the commit loop commits the settled prefix
+        for delivery in deliveries:
+            self._ack_in_memory(delivery)
 
     def _ack_in_memory(self, delivery: Delivery) -> None:
         tracker, offset = delivery.native

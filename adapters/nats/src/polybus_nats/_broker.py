@@ -285,13 +285,11 @@ class NatsTopic(Topic):
         }
         return TopicStats(topic=self.name, groups=groups, messages=info.state.messages)
 
-    def _producer(self, **options: Any) -> NatsProducer:
-        if options:
-            raise ConfigurationError(f"unknown producer options: {sorted(options)}")
+    def _producer(self, options: Any) -> NatsProducer:
         return NatsProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> NatsConsumer:
-        return NatsConsumer(self, group, prefetch, **options)
+    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> NatsConsumer:
+        return NatsConsumer(self, group, prefetch, start="earliest" if start == "earliest" else "new")
 
 
 class _quiet:

@@ -93,7 +93,7 @@ class RabbitConsumer(Consumer):
         self._subscription: _Subscription | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._group_queue: str | None = None
-        self._ack_batch = max(1, prefetch // 4)
+        self._ack_limit = max(1, prefetch // 4)
 
     # -- subscribing -----------------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class RabbitConsumer(Consumer):
     async def _ack(self, subscription: _Subscription, tag: int) -> None:
         subscription.state[tag] = _ACK_PENDING
         subscription.acks_pending += 1
-        if subscription.acks_pending >= self._ack_batch:
+        if subscription.acks_pending >= self._ack_limit:
             await self._flush(subscription)
         elif not subscription.flush_scheduled:
             subscription.flush_scheduled = True

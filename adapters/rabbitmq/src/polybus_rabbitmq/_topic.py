@@ -130,21 +130,14 @@ class RabbitTopic(Topic):
         log.info("group %r of %r keeps its existing queue type", group, self.name)
         return await self.broker.admin(f"joining group {group!r} of {self.name!r}", bind_existing)
 
-    def _producer(self, **options: Any) -> RabbitProducer:
+    def _producer(self, options: Any) -> RabbitProducer:
         from polybus_rabbitmq._producer import RabbitProducer
 
-        _no_options(options, "producer")
         return RabbitProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> RabbitConsumer:
+    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> RabbitConsumer:
         from polybus_rabbitmq._consumer import RabbitConsumer
 
-        _no_options(options, "consumer")
         if prefetch > 65535:
             raise ConfigurationError(f"RabbitMQ's prefetch is at most 65535, got {prefetch}")
         return RabbitConsumer(self, group, prefetch)
-
-
-def _no_options(options: dict[str, Any], what: str) -> None:
-    if options:
-        raise ConfigurationError(f"unknown RabbitMQ {what} options: {', '.join(sorted(options))}")

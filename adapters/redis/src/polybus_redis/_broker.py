@@ -13,7 +13,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import pydantic
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -31,7 +30,7 @@ from polybus import (
 from polybus_redis._connection import Command, Reply, roundtrip
 from polybus_redis._errors import ConnectionLost, translate
 from polybus_redis._scripts import ENSURE, SCRIPTS, STATS
-from polybus_redis._settings import RedisSettings
+from polybus_redis._settings import ConsumerOptions, RedisSettings
 from polybus_redis._wire import due_key
 
 __all__ = ["PARKED", "RedisBroker", "RedisTopic"]
@@ -189,6 +188,7 @@ class RedisTopic(Topic):
     """A stream. ``ensure()`` creates it empty; ``delete()`` drops it with its groups."""
 
     broker: RedisBroker
+    consumer_options = ConsumerOptions
 
     @property
     def key(self) -> str:
@@ -218,23 +218,15 @@ class RedisTopic(Topic):
             )
         return TopicStats(topic=self.name, groups=groups, messages=reply[0])
 
-    def _producer(self, **options: Any) -> Any:
+    def _producer(self, options: Any) -> Any:
         from polybus_redis._producer import RedisProducer
 
-        if options:
-            raise ConfigurationError(f"unknown producer options for redis: {sorted(options)}")
         return RedisProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> Any:
-        from polybus_redis._consumer import ConsumerOptions, RedisConsumer
+    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> Any:
+        from polybus_redis._consumer import RedisConsumer
         from polybus_redis._listener import RedisListener
 
-        try:
-            opts = ConsumerOptions(**options)
-        except pydantic.ValidationError as exc:
-            raise ConfigurationError(
-                f"invalid redis consumer options: {exc.errors(include_input=False)}"
-            ) from None
         if group is None:
             return RedisListener(self, None, prefetch)
-        return RedisConsumer(self, group, prefetch, name=opts.name)
+        return RedisConsumer(self, group, prefetch, name=options.name)

@@ -26,8 +26,6 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import pydantic
-
 from polybus import ConfigurationError, Consumer, Delivery, Outcome, PolybusError
 from polybus_redis._broker import PARKED
 from polybus_redis._connection import Command, Reply
@@ -39,22 +37,12 @@ from polybus_redis._wire import decode_fields, due_key, entry_timestamp
 if TYPE_CHECKING:
     from polybus_redis._broker import RedisTopic
 
-__all__ = ["ConsumerOptions", "RedisConsumer"]
+__all__ = ["RedisConsumer"]
 
 log = logging.getLogger("polybus.redis")
 
 ACK_BATCH = 1024
 """Queued acks that trigger a flush without waiting for the next fetch."""
-
-
-class ConsumerOptions(pydantic.BaseModel):
-    """Options of ``topic.consumer(group, name=...)`` on redis."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    name: str | None = pydantic.Field(default=None, min_length=1, max_length=200)
-    """A stable consumer name: a consumer restarted under the same name first gets back the
-    entries it held when it died. By default a fresh ``host-pid-random`` name."""
 
 
 def _default_name() -> str:

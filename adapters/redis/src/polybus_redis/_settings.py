@@ -18,8 +18,9 @@ from pydantic import SecretStr
 
 from polybus import ConfigurationError, ReconnectPolicy
 from polybus._settings import describe_error, split_url, url_options
+from polybus.adapter import OptionsModel
 
-__all__ = ["RedisSettings"]
+__all__ = ["ConsumerOptions", "RedisSettings"]
 
 MiB = 1024 * 1024
 
@@ -148,3 +149,11 @@ def _redacted(url: str) -> str:
     from polybus import redact_url
 
     return redact_url(url)
+
+
+class ConsumerOptions(OptionsModel):
+    """Options of ``topic.consumer(group, name=...)`` on redis."""
+
+    name: str | None = pydantic.Field(default=None, min_length=1, max_length=200)
+    """A stable consumer name: a consumer restarted under the same name first gets back the
+    entries it held when it died. By default a fresh ``host-pid-random`` name."""

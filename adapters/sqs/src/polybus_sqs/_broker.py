@@ -234,12 +234,12 @@ class SqsTopic(Topic):
         groups = await _topology.topic_stats(self.broker, self.name, self.arn)
         return TopicStats(topic=self.name, groups=groups)
 
-    def _producer(self, **options: Any) -> Any:
+    def _producer(self, options: Any) -> Any:
         from polybus_sqs._producer import SqsProducer
 
         return SqsProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, **options: Any) -> Any:
+    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> Any:
         from polybus_sqs._consumer import SqsConsumer
 
         return SqsConsumer(self, group, prefetch)
