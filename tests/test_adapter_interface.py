@@ -22,7 +22,7 @@ EXPECTED_ADAPTER_API = {
     "Broker", "Capabilities", "Consumer", "DelayHeap", "Delivery", "GroupStats", "Message", "MiB",
     "NoOptions", "OptionsModel", "Outage", "Outcome", "Producer", "ReconnectPolicy", "Start", "Support",
     "Topic", "TopicStats", "check_name", "decode_body", "describe_error", "encode_body",
-    "new_message_id", "redact_url", "split_url", "tls_context", "url_options",
+    "new_message_id", "redact_url", "register_scheme", "split_url", "tls_context", "url_options",
 }  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from polybus._broker import Broker
 from polybus._errors import ConfigurationError, UnknownSchemeError
 from polybus._settings import PolybusSettings, describe_error, redact_url, split_url
 
-__all__ = ["EXTRAS", "connect", "installed_schemes"]
+__all__ = ["EXTRAS", "connect", "installed_schemes", "register_scheme"]
 
 ENTRY_POINT_GROUP = "polybus.brokers"
 
@@ -34,6 +34,20 @@ EXTRAS: dict[str, str] = {
 
 BrokerFactory = Callable[..., Broker]
 
+_REGISTERED: dict[str, BrokerFactory] = {}
+"""Schemes registered in this process with :func:`register_scheme`; they win over entry points."""
+
+
+def register_scheme(scheme: str, factory: BrokerFactory) -> None:
+    """Make ``connect("scheme://...")`` use ``factory(url, **options)`` in this process.
+
+    For an adapter that is not installed as a distribution (one under development, or one defined
+    in a test): installed adapters register through the ``polybus.brokers`` entry points instead.
+    """
+    if not scheme or scheme != scheme.lower() or "://" in scheme:
+        raise ValueError(f"a scheme is lower-case and without '://', got {scheme!r}")
+    _REGISTERED[scheme] = factory
+
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
@@ -41,10 +55,13 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 
 def installed_schemes() -> list[str]:
     """URL schemes that an installed adapter handles."""
-    return sorted({*_entry_points(), "memory"})
+    return sorted({*_entry_points(), *_REGISTERED, "memory"})
 
 
 def _factory(scheme: str) -> BrokerFactory:
+    registered = _REGISTERED.get(scheme)
+    if registered is not None:
+        return registered
     ep = _entry_points().get(scheme)
     if ep is None:
         if scheme == "memory":  # works even from a source tree without installed metadata

@@ -19,7 +19,8 @@ What is here:
 - plumbing: :class:`AdapterSettings` (one settings model per adapter, ``from_url`` included),
   :class:`OptionsModel`, :class:`ReconnectPolicy` and :class:`Outage` (one backoff),
   :class:`DelayHeap`, URL and secret helpers (:func:`split_url`, :func:`redact_url`,
-  :func:`describe_error`, :func:`tls_context`);
+  :func:`describe_error`, :func:`tls_context`); :func:`register_scheme` for an adapter that is not
+  installed as a distribution (yet);
 - testing: the contract suite is ``polybus.testing.contract.BrokerContract``; the pytest plugin is
   ``polybus.testing.plugin``; ``polybus.testing.TcpRelay`` cuts connections for resilience tests.
 
@@ -46,6 +47,7 @@ from polybus._message import (
 )
 from polybus._producer import Producer
 from polybus._reconnect import Outage, ReconnectPolicy
+from polybus._registry import register_scheme
 from polybus._settings import describe_error, redact_url, split_url, tls_context, url_options
 from polybus._topic import GroupStats, Start, Topic, TopicStats, check_name
 
@@ -81,6 +83,7 @@ __all__ = [
     "encode_body",
     "new_message_id",
     "redact_url",
+    "register_scheme",
     "split_url",
     "tls_context",
     "url_options",
