@@ -75,5 +75,6 @@ async def test_a_listener_settles_what_it_received(polybus_url: str) -> None:
             again = await listener.receive(timeout=10)
             assert again is not None and again.body == b"nack" and again.attempt == 2
             await again.ack()
+            await asyncio.sleep(0.05)  # the core queues acks and records them on the next loop turns
             trackers = listener._trackers.values()  # type: ignore[attr-defined]
             assert [t.busy for t in trackers] == [False]
