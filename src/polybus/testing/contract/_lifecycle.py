@@ -1,0 +1,174 @@
+"""Lifecycle and error cases: message size, encoding, topics, stats, closed objects, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+
+import pytest
+
+import polybus
+from polybus.testing._names import unique_name
+from polybus.testing.contract._config import ContractConfig
+from polybus.testing.contract._helpers import (
+    _caps,
+    _closed_port,
+    _fresh,
+    _scratch,
+    collect,
+    expect_nothing,
+    needs,
+    one,
+)
+
+__all__ = ["LifecycleCases"]
+
+
+class LifecycleCases:
+    """Mixin of :class:`~polybus.testing.contract.BrokerContract`."""
+
+    async def test_oversized_message_raises_typed_error_and_sends_nothing(
+        self, polybus_url: str, polybus_contract_config: ContractConfig
+    ) -> None:
+        cfg = polybus_contract_config
+        async with polybus.connect(polybus_url) as broker:
+            limit = broker.capabilities.max_message_size
+            if limit is None:
+                pytest.skip("broker declares no maximum message size")
+            topic = _scratch(broker, "big")
+            async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
+                with pytest.raises(polybus.MessageTooLargeError) as info:
+                    await producer.send(b"x" * (limit + 1))
+                assert info.value.limit == limit
+                with pytest.raises(polybus.MessageTooLargeError):
+                    await producer.send_many([b"small", b"x" * (limit + 1)])
+                await producer.send(b"after")
+                got = await one(consumer, cfg.receive_timeout)
+                await got.ack()
+                assert got.body == b"after"
+                await expect_nothing(consumer, cfg.quiet_period)
+
+    async def test_unencodable_body_and_bad_headers_raise_encode_error(self, polybus_url: str) -> None:
+        async with (
+            polybus.connect(polybus_url) as broker,
+            _scratch(broker, "enc").producer() as producer,
+        ):
+            with pytest.raises(polybus.EncodeError):
+                await producer.send(object())
+            with pytest.raises(polybus.EncodeError):
+                await producer.send(b"x", headers={"n": 1})  # type: ignore[dict-item]
+
+    async def test_topic_lifecycle_and_missing_topic_errors(
+        self, polybus_url: str, polybus_contract_config: ContractConfig
+    ) -> None:
+        async with polybus.connect(polybus_url) as broker:
+            topic = _scratch(broker, "life")
+            with pytest.raises(polybus.NotFoundError):
+                await topic.stats()
+            await topic.ensure()
+            await topic.ensure()  # idempotent
+            stats = await topic.stats()
+            assert stats.topic == topic.name
+            await topic.delete()
+            with pytest.raises(polybus.NotFoundError):
+                await topic.stats()
+            with pytest.raises(polybus.NotFoundError):
+                await topic.delete()
+            with pytest.raises(polybus.ConfigurationError):
+                broker.topic("no spaces or dots.allowed here")
+
+    async def test_stats_report_backlog_per_group(
+        self, polybus_url: str, polybus_contract_config: ContractConfig
+    ) -> None:
+        cfg = polybus_contract_config
+        needs((await _caps(polybus_url)), "backlog_stats")
+        async with polybus.connect(polybus_url) as broker:
+            topic = _scratch(broker, "stats")
+            group = unique_name("g")
+            async with topic.consumer(group):
+                pass
+            async with topic.producer() as producer:
+                await producer.send_many([b"1", b"2", b"3", b"4", b"5"])
+            deadline = time.monotonic() + cfg.receive_timeout
+            while True:  # some brokers count asynchronously
+                stats = await topic.stats()
+                backlog = stats.groups[group].backlog
+                if backlog == 5 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert backlog == 5, stats
+            async with topic.consumer(group) as consumer:
+                got = await collect(consumer, 5, cfg.receive_timeout)
+            assert len(got) == 5
+            deadline = time.monotonic() + cfg.receive_timeout
+            while True:
+                backlog = (await topic.stats()).groups[group].backlog
+                if backlog == 0 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert backlog == 0
+
+    async def test_closed_objects_refuse_use(self, polybus_url: str) -> None:
+        broker = polybus.connect(polybus_url)
+        async with broker:
+            topic = _scratch(broker, "closed")
+            producer = topic.producer()
+            consumer = topic.consumer(unique_name("g"))
+            await producer.open()
+            await consumer.open()
+        # closing the broker closed its producer and consumer; every close is idempotent
+        await broker.aclose()
+        await producer.aclose()
+        await consumer.aclose()
+        with pytest.raises(polybus.ClosedError):
+            await producer.send(b"x")
+        with pytest.raises(polybus.ClosedError):
+            await consumer.receive(timeout=0.1)
+        with pytest.raises(polybus.ClosedError):
+            broker.topic("anything")
+
+    async def test_unreachable_broker_raises_connection_error_without_password(
+        self, polybus_url: str
+    ) -> None:
+        parts = urllib.parse.urlsplit(polybus_url)
+        if not parts.hostname:
+            pytest.skip("the broker URL has no network address")
+        canary = "Canary-Pw-7f3a9"
+        user = parts.username or "polybus"
+        port = _closed_port()
+        bad = parts._replace(netloc=f"{user}:{canary}@127.0.0.1:{port}").geturl()
+        broker = polybus.connect(bad)
+        assert canary not in repr(broker) and canary not in broker.display_url
+        with pytest.raises(polybus.BrokerConnectionError) as info:
+            async with asyncio.timeout(60):
+                async with broker:
+                    await _scratch(broker, "t").ensure()
+        chain: BaseException | None = info.value
+        while chain is not None:  # nothing in the cause chain shows the password either
+            assert canary not in str(chain) and canary not in repr(chain)
+            chain = chain.__cause__ or chain.__context__
+        await broker.aclose()
+
+    async def test_no_client_library_exception_escapes(
+        self, polybus_url: str, polybus_contract_config: ContractConfig
+    ) -> None:
+        """A tour of failure paths: every error raised is a PolybusError (or a documented ValueError)."""
+        cfg = polybus_contract_config
+        async with polybus.connect(polybus_url) as broker:
+            topic = _scratch(broker, "errs")
+            missing = _scratch(broker, "missing")
+            for operation in (missing.stats, missing.delete):
+                with pytest.raises(polybus.PolybusError):
+                    await operation()
+            async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
+                await producer.send(b"x")
+                d = await one(consumer, cfg.receive_timeout)
+                await d.ack()
+                for settle in (d.ack, d.reject):
+                    with pytest.raises(polybus.PolybusError):
+                        await settle()
+                with pytest.raises(ValueError):
+                    await (await _fresh(producer, consumer, cfg)).nack(delay=-1)
+        with pytest.raises(polybus.PolybusError):
+            polybus.connect("nosuchscheme://x")
