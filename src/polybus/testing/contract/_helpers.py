@@ -84,11 +84,10 @@ async def _fresh(producer: polybus.Producer, consumer: polybus.Consumer, cfg: Co
 
 
 async def _caps(url: str) -> Capabilities:
-    broker = polybus.connect(url)
-    try:
+    """The capabilities of the broker at ``url``, read once it is open (an adapter may refine them
+    on connecting: NATS reads the server's maximum payload)."""
+    async with polybus.connect(url) as broker:
         return broker.capabilities
-    finally:
-        await broker.aclose()
 
 
 def _closed_port() -> int:
