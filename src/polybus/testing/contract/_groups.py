@@ -85,13 +85,15 @@ class GroupCases:
                         continue
                     counts[d.body] += 1
                     per_consumer[index] += 1
+                    await asyncio.sleep(0.001)  # the handler's work: others may take messages meanwhile
                     await d.ack()
                     if len(counts) == n:
                         done.set()
 
             async with topic.producer() as producer:
                 workers = [asyncio.create_task(work(i, c)) for i, c in enumerate(consumers)]
-                await producer.send_many([str(i) for i in range(n)])
+                # a key each: on a partitioned broker the messages spread over every partition
+                await producer.send_many([polybus.Message.of(str(i), key=f"k{i}") for i in range(n)])
                 try:
                     await asyncio.wait_for(done.wait(), cfg.receive_timeout + n / 20)
                 except TimeoutError:
@@ -101,8 +103,10 @@ class GroupCases:
             for c in consumers:
                 await c.aclose()
         missing = {str(i).encode() for i in range(n)} - set(counts)
+        print(f"contract: {n} messages shared by 3 consumers as {per_consumer}")
         assert not missing, f"{len(missing)} of {n} messages never arrived"
         assert sum(per_consumer) >= n
+        assert sum(1 for got in per_consumer if got) > 1, f"one consumer did all the work: {per_consumer}"
 
     async def test_listener_without_group_sees_messages_while_listening(
         self, polybus_url: str, polybus_contract_config: ContractConfig
