@@ -26,6 +26,7 @@ import pytest
 
 from polybus.testing.contract._config import ContractConfig
 from polybus.testing.contract._delivery import DeliveryCases
+from polybus.testing.contract._errors import ErrorCases
 from polybus.testing.contract._groups import GroupCases
 from polybus.testing.contract._helpers import (
     _SCRATCH,
@@ -36,15 +37,15 @@ from polybus.testing.contract._helpers import (
     needs,
     one,
 )
-from polybus.testing.contract._lifecycle import LifecycleCases
 from polybus.testing.contract._settle import SettleCases
+from polybus.testing.contract._topics import TopicCases
 from polybus.testing.contract._volume import VolumeCases
 
 __all__ = ["BrokerContract", "ContractConfig", "bodies", "collect", "expect_nothing", "needs", "one"]
 
 
 @pytest.mark.polybus(timeout=240)
-class BrokerContract(DeliveryCases, GroupCases, SettleCases, VolumeCases, LifecycleCases):
+class BrokerContract(DeliveryCases, GroupCases, SettleCases, VolumeCases, TopicCases, ErrorCases):
     """Subclass in a test module; provide a ``polybus_url`` fixture (the plugin has a default)."""
 
     @pytest.fixture(autouse=True)
