@@ -85,7 +85,7 @@ class GroupCases:
                         continue
                     counts[d.body] += 1
                     per_consumer[index] += 1
-                    await asyncio.sleep(0.001)  # the handler's work: others may take messages meanwhile
+                    await asyncio.sleep(0.01)  # the handler's work: the others take messages meanwhile
                     await d.ack()
                     if len(counts) == n:
                         done.set()
