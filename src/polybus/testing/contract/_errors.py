@@ -14,8 +14,10 @@ from polybus.testing.contract._helpers import (
     _closed_port,
     _fresh,
     _scratch,
+    collect,
     expect_nothing,
     one,
+    polybus_errors_only,
 )
 
 __all__ = ["ErrorCases"]
@@ -96,10 +98,10 @@ class ErrorCases:
             chain = chain.__cause__ or chain.__context__
         await broker.aclose()
 
-    async def test_no_client_library_exception_escapes(
+    async def test_misuse_raises_polybus_errors(
         self, polybus_url: str, polybus_contract_config: ContractConfig
     ) -> None:
-        """A tour of failure paths: every error raised is a PolybusError (or a documented ValueError)."""
+        """A tour of caller mistakes: every error raised is a PolybusError (or a documented ValueError)."""
         cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "errs")
@@ -118,3 +120,37 @@ class ErrorCases:
                     await (await _fresh(producer, consumer, cfg)).nack(delay=-1)
         with pytest.raises(polybus.PolybusError):
             polybus.connect("nosuchscheme://x")
+
+    async def test_no_client_library_exception_escapes(
+        self, polybus_url: str, polybus_contract_config: ContractConfig
+    ) -> None:
+        """A broker-side failure: the topic is deleted (over another connection) while a consumer holds
+        deliveries and a producer sends. Every operation then succeeds or raises a PolybusError."""
+        cfg = polybus_contract_config
+        bound = cfg.receive_timeout * 2
+        outcomes: list[str] = []
+        async with polybus.connect(polybus_url) as broker, polybus.connect(polybus_url) as admin:
+            topic = _scratch(broker, "errs-gone")
+            consumer = topic.consumer(unique_name("g"))
+            producer = topic.producer()
+            await consumer.open()
+            await producer.open()
+            await producer.send_many([b"1", b"2", b"3"])
+            held = await collect(consumer, 2, cfg.receive_timeout, ack=False)
+            assert len(held) == 2
+            await admin.topic(topic.name).delete()
+            check = polybus_errors_only
+            outcomes.append(await check("ack of a held delivery", held[0].ack(), bound))
+            outcomes.append(await check("nack of a held delivery", held[1].nack(), bound))
+            for i in range(3):
+                outcomes.append(await check(f"receive #{i}", consumer.receive(timeout=0.5), bound))
+            outcomes.append(await check("stats", topic.stats(), bound))
+            outcomes.append(await check("delete", topic.delete(), bound))
+            outcomes.append(await check("send", producer.send(b"x"), bound))
+            outcomes.append(await check("send_many", producer.send_many([b"y", b"z"]), bound))
+            late = topic.consumer(unique_name("g"))
+            outcomes.append(await check("a new consumer's receive", late.receive(timeout=0.5), bound))
+            outcomes.append(await check("closing the new consumer", late.aclose(), bound))
+            outcomes.append(await check("closing the consumer", consumer.aclose(), bound))
+            outcomes.append(await check("closing the producer", producer.aclose(), bound))
+        print("contract:", "; ".join(outcomes))

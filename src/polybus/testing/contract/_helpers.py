@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 
 import pydantic
 import pytest
@@ -72,6 +74,23 @@ def needs(caps: Capabilities, name: str) -> Support:
     if not level:
         pytest.skip(f"broker declares {name}=unsupported")
     return level
+
+
+async def polybus_errors_only(what: str, operation: Awaitable[object], timeout: float) -> str:
+    """Await ``operation``: it may succeed or raise a :class:`~polybus.PolybusError`; anything else
+    (a client library's exception, or no answer within ``timeout``) fails the test. Returns how it
+    ended, for the test output."""
+    try:
+        async with asyncio.timeout(timeout):
+            await operation
+    except polybus.PolybusError as exc:
+        return f"{what}: {type(exc).__name__}"
+    except TimeoutError:
+        pytest.fail(f"{what} did not finish within {timeout}s")
+    except Exception as exc:
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        pytest.fail(f"{what} raised {kind}, not a PolybusError: {exc!r}")
+    return f"{what}: ok"
 
 
 def bodies(deliveries: list[Delivery]) -> list[bytes]:
