@@ -37,6 +37,7 @@ from polybus.testing.contract._helpers import (
     needs,
     one,
 )
+from polybus.testing.contract._options import OptionCases
 from polybus.testing.contract._settle import SettleCases
 from polybus.testing.contract._topics import TopicCases
 from polybus.testing.contract._volume import VolumeCases
@@ -45,7 +46,9 @@ __all__ = ["BrokerContract", "ContractConfig", "bodies", "collect", "expect_noth
 
 
 @pytest.mark.polybus(timeout=240)
-class BrokerContract(DeliveryCases, GroupCases, SettleCases, VolumeCases, TopicCases, ErrorCases):
+class BrokerContract(
+    DeliveryCases, GroupCases, SettleCases, VolumeCases, TopicCases, OptionCases, ErrorCases
+):
     """Subclass in a test module; provide a ``polybus_url`` fixture (the plugin has a default)."""
 
     @pytest.fixture(autouse=True)
