@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import polybus
@@ -24,8 +26,9 @@ class OptionCases:
                 topic.consumer(None, no_such_option=1)
             with pytest.raises(polybus.ConfigurationError, match="no_such_option"):
                 topic.producer(no_such_option=1)
+            bogus: dict[str, Any] = {"start": "bogus"}  # not a Start: typed code could not pass it
             with pytest.raises(polybus.ConfigurationError, match="bogus"):
-                topic.consumer(unique_name("g"), start="bogus")  # type: ignore[arg-type]
+                topic.consumer(unique_name("g"), **bogus)
 
     async def test_start_earliest_replays_for_a_new_group_where_replay_is_declared(
         self, polybus_url: str, polybus_contract_config: ContractConfig
