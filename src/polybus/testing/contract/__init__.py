@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from polybus.testing.contract._cancel import CancelCases
 from polybus.testing.contract._config import ContractConfig
 from polybus.testing.contract._delivery import DeliveryCases
 from polybus.testing.contract._errors import ErrorCases
@@ -47,7 +48,7 @@ __all__ = ["BrokerContract", "ContractConfig", "bodies", "collect", "expect_noth
 
 @pytest.mark.polybus(timeout=240)
 class BrokerContract(
-    DeliveryCases, GroupCases, SettleCases, VolumeCases, TopicCases, OptionCases, ErrorCases
+    DeliveryCases, GroupCases, SettleCases, CancelCases, VolumeCases, TopicCases, OptionCases, ErrorCases
 ):
     """Subclass in a test module; provide a ``polybus_url`` fixture (the plugin has a default)."""
 
