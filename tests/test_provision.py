@@ -387,7 +387,7 @@ def test_missing_broker_skips_locally(pytester: pytest.Pytester, dead_redis_env:
     pytester.makepyfile(test_needs=NEEDS_REDIS)
     result = pytester.runpytest_subprocess("-p", "polybus.testing.plugin", "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*redis: unavailable (tests will be skipped)*did not answer*"])
+    result.stdout.fnmatch_lines(["*polybus brokers*", "redis: unavailable (tests skipped)*did not answer*"])
     result.stdout.fnmatch_lines(["*SKIPPED*no redis broker: POLYBUS_REDIS_URL=*did not answer*"])
 
 
@@ -398,5 +398,49 @@ def test_missing_broker_fails_under_ci(
     pytester.makepyfile(test_needs=NEEDS_REDIS)
     result = pytester.runpytest_subprocess("-p", "polybus.testing.plugin")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*redis: unavailable (REQUIRED, tests will fail)*"])
+    result.stdout.fnmatch_lines(["*polybus brokers*", "redis: unavailable (REQUIRED, tests failed)*"])
     result.stdout.fnmatch_lines(["*redis broker required (CI or POLYBUS_REQUIRE_BROKERS) but unavailable*"])
+
+
+# -- a broker is started only when a test asks for it --------------------------------------------
+
+RECORD_DISCOVERY = """
+import os
+
+from polybus.testing import provision
+
+def _discover(name, env, hooks, sources=None):
+    with open(os.environ["DISCOVERY_LOG"], "a") as log:
+        log.write(name + "\\n")
+    raise provision.BrokerUnavailable("discovery is recorded, not done, in this test")
+
+provision.discover = _discover
+"""
+
+ONE_MEMORY_CASE = """
+from polybus.testing.contract import BrokerContract
+
+class TestMemory(BrokerContract):
+    pass
+"""
+
+
+def test_a_memory_run_starts_no_broker(
+    pytester: pytest.Pytester, dead_redis_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A run that asks for no broker finds and starts none, and its summary lists none."""
+    log = tmp_path / "discovered"
+    monkeypatch.setenv("DISCOVERY_LOG", str(log))
+    pytester.makeconftest(RECORD_DISCOVERY)
+    pytester.makepyfile(test_memory=ONE_MEMORY_CASE, test_needs=NEEDS_REDIS)
+    result = pytester.runpytest_subprocess(
+        "-p", "polybus.testing.plugin", "test_memory.py", "-k", "roundtrip", "--polybus-url=memory://"
+    )
+    result.assert_outcomes(passed=1)
+    assert not log.exists(), f"a memory run looked for brokers: {log.read_text().split()}"
+    assert "polybus brokers" not in result.stdout.str()
+    # the same plugin does look when a test asks (the recorder above works), and says so at the end
+    result = pytester.runpytest_subprocess("-p", "polybus.testing.plugin", "test_needs.py", "-rs")
+    result.assert_outcomes(skipped=1)
+    assert log.read_text().split() == ["redis"]
+    result.stdout.fnmatch_lines(["*polybus brokers*", "redis: unavailable (tests skipped)*recorded*"])

@@ -244,7 +244,8 @@ class MemoryConsumer(Consumer):
                 return []
             self._event.clear()
             try:
-                await asyncio.wait_for(self._event.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._event.wait()
             except TimeoutError:
                 pass
 

@@ -7,7 +7,8 @@ Enable it with ``-p polybus.testing.plugin`` (or ``pytest_plugins = ["polybus.te
 - ``--polybus-url URL`` (or ``POLYBUS_TEST_URL``) sets the ``polybus_url`` fixture the contract
   suite runs against; the default is ``memory://``. Adapters override the fixture.
 - :func:`broker_url` finds a real broker through :mod:`polybus.testing.provision` and skips the
-  test when none is found, or fails it when brokers are required (``CI`` set).
+  test when none is found, or fails it when brokers are required (``CI`` set). A broker is found
+  or started only when a test asks for it; the terminal summary lists those the run used.
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "polybus(timeout=120): async polybus test settings")
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    return provision.report_lines()
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the brokers the run used (URL, source, version) or could not get; nothing is started here."""
+    lines = provision.report_lines()
+    if lines:
+        terminalreporter.write_sep("-", lines[0].rstrip(":"))
+        for line in lines[1:]:
+            terminalreporter.write_line(line.strip())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -21,7 +21,6 @@ This module never imports pytest (the plugin does); the core imports it only laz
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import dataclasses
 import os
 import re
@@ -279,28 +278,25 @@ def release_all() -> None:
 
 
 def report_lines() -> list[str]:
-    """Header lines for a test run: per broker, which URL, source and version (or why none).
+    """Report lines for a test run: per broker this process acquired (or failed to), which URL,
+    source and version (or why none). Empty when no broker was asked for.
 
-    Acquires every broker (concurrently), so they are found or started before the tests run.
+    Starts nothing: a run that never asks for a broker (one against ``memory://``, or a user's run
+    against one URL) finds or starts none.
     """
-    with concurrent.futures.ThreadPoolExecutor(len(BROKERS), thread_name_prefix="polybus-acquire") as pool:
-        outcomes = dict(zip(BROKERS, pool.map(_outcome, BROKERS), strict=True))
+    with _lock:
+        found = dict(_found)
+        failed = dict(_failed)
+    if not found and not failed:
+        return []
     lines = ["polybus brokers:"]
     for name in BROKERS:
-        outcome = outcomes[name]
-        if isinstance(outcome, FoundBroker):
-            lines.append(f"  {outcome.describe()}")
-        else:
-            verdict = "REQUIRED, tests will fail" if required(name) else "tests will be skipped"
-            lines.append(f"  {name}: unavailable ({verdict}): {outcome}")
+        if name in found:
+            lines.append(f"  {found[name].describe()}")
+        elif name in failed:
+            verdict = "REQUIRED, tests failed" if required(name) else "tests skipped"
+            lines.append(f"  {name}: unavailable ({verdict}): {failed[name]}")
     return lines
-
-
-def _outcome(name: str) -> FoundBroker | str:
-    try:
-        return acquire(name)
-    except BrokerUnavailable as exc:
-        return str(exc)
 
 
 def cli(args: list[str]) -> int:
