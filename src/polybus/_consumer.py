@@ -128,18 +128,20 @@ class Consumer(AsyncResource):
             room = self.prefetch - self.in_flight
             if room <= 0:
                 self._room.clear()
-                try:
-                    await asyncio.wait_for(self._room.wait(), wait)
+                try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (gh-86296)
+                    async with asyncio.timeout(wait):
+                        await self._room.wait()
                 except TimeoutError:
                     pass
                 continue
             if self._fetch_lock.locked():  # another task is fetching: wait for it, bounded
                 try:
-                    await asyncio.wait_for(self._fetch_lock.acquire(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._fetch_lock.acquire()
                 except TimeoutError:
                     continue
             else:
-                await self._fetch_lock.acquire()  # free: no task (and no wait_for) needed
+                await self._fetch_lock.acquire()  # free: no timeout needed
             try:
                 if not self._buffer and not self._closed:
                     self._buffer.extend(await self._fetch(room, wait))
