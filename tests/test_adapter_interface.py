@@ -198,12 +198,15 @@ async def test_acks_are_queued_then_sent_in_batches_never_before_the_ack() -> No
             ids = await producer.send_many([b"%d" % i for i in range(12)])
             got = [await consumer.receive(timeout=2) for _ in range(12)]
             assert all(got)
-            for delivery in got[:7]:
+            for delivery in got[:4]:
                 await delivery.ack()  # queued: nothing was sent yet
             assert consumer.batches == []
+            for delivery in got[4:7]:
+                await delivery.ack()  # the fifth fills a batch, sent by ack() itself
+            assert consumer.batches == [ids[:5]]
             await asyncio.sleep(0.01)
             assert [i for batch in consumer.batches for i in batch] == ids[:7]
-            assert [len(b) for b in consumer.batches] == [7]  # one burst, one batch
+            assert [len(b) for b in consumer.batches] == [5, 2]  # a whole batch (5) goes at once
             for delivery in got[7:11]:
                 await delivery.ack()
         # closing sends what is queued; the unsettled one (12th) goes back to the group
@@ -241,3 +244,24 @@ async def test_drop_buffered_removes_only_matching_fetched_deliveries() -> None:
             dropped = consumer._drop_buffered(lambda d: d.body == b"drop")
             assert [d.body for d in dropped] == [b"drop"]
             assert [d.body for d in consumer.held()] == [b"keep", b"keep"]
+
+
+async def test_a_cancelled_close_still_sends_the_acks_and_hands_back_the_rest() -> None:
+    async with polybus.connect("memory://") as broker:
+        topic = broker.topic(unique_name("t"))
+        consumer = _CoalescingConsumer(topic, "g", 100)
+        async with topic.producer() as producer:
+            await consumer.open()
+            ids = await producer.send_many([b"a", b"b", b"c"])
+            got = [await consumer.receive(timeout=2) for _ in ids]
+            assert got[0] is not None
+            await got[0].ack()  # queued
+            closing = asyncio.ensure_future(consumer.aclose())
+            await asyncio.sleep(0)
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+            await asyncio.sleep(0.05)  # the shielded hand-back finishes on its own
+            assert consumer.batches == [ids[:1]]
+            stats = await topic.stats()
+            assert stats.groups["g"].backlog == 2 and stats.groups["g"].in_flight == 0

@@ -169,6 +169,10 @@ class Consumer(AsyncResource):
     async def _aclose(self) -> None:
         self.topic.broker._untrack(self)
         self._interrupt()
+        # shielded: a cancel of the closing task must not cut short the acks and the hand-back
+        await asyncio.shield(asyncio.ensure_future(self._hand_back()))
+
+    async def _hand_back(self) -> None:
         async with self._fetch_lock:
             await self._flush_acks()
             held = self.held()
@@ -178,11 +182,16 @@ class Consumer(AsyncResource):
 
     # -- ack coalescing (adapters that implement _ack_batch) ---------------------------------------
 
-    def _queue_ack(self, delivery: Delivery) -> None:
-        """Queue an ack (the handler has finished): sent by the flusher task, never before this call."""
-        self._queued_acks.append(delivery)
+    def _queue_ack(self, delivery: Delivery) -> bool:
+        """Queue an ack (the handler has finished): sent by the flusher task, never before this call.
+
+        True when a whole batch is queued: the caller (``ack()``) then sends it at once.
+        """
+        queued = self._queued_acks
+        queued.append(delivery)
         if self._ack_flusher_task is None:
             self._ack_flusher_task = asyncio.get_running_loop().create_task(self._run_ack_flusher())
+        return len(queued) >= self.ack_batch_size
 
     async def _run_ack_flusher(self) -> None:
         try:

@@ -99,7 +99,8 @@ class Delivery:
         consumer = self._consumer
         consumer._mark_settled(self, Outcome.ACK)
         if consumer._coalesces_acks:
-            consumer._queue_ack(self)
+            if consumer._queue_ack(self):  # a whole batch: send it now, not after the burst
+                await consumer._send_acks(consumer._take_acks())
         else:
             await consumer._settle_native(self, Outcome.ACK, None)
 
