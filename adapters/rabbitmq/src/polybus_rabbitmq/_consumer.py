@@ -16,7 +16,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika.abc
 import aiormq.abc
@@ -24,8 +24,10 @@ import aiormq.abc
 from polybus import BrokerConnectionError, Consumer, Delivery, NotFoundError, PolybusError
 from polybus._delivery import Outcome
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translating
-from polybus_rabbitmq._topic import RabbitTopic
 from polybus_rabbitmq._wire import Incoming, resend_properties
+
+if TYPE_CHECKING:
+    from polybus_rabbitmq._topic import RabbitTopic
 
 __all__ = ["RabbitConsumer"]
 
@@ -105,6 +107,7 @@ class RabbitConsumer(Consumer):
     async def _subscribe(self) -> None:
         broker = self.topic.broker
         channel = await broker.channel()
+        subscribed = False
         try:
             with translating(f"subscribing to topic {self.topic.name!r}", broker.display_url):
                 await channel.set_qos(prefetch_count=self.prefetch)
@@ -119,11 +122,10 @@ class RabbitConsumer(Consumer):
                 underlay.on_consumer_cancel_callbacks.add(subscription.on_cancel)
                 ok = await underlay.basic_consume(queue, subscription.on_message, no_ack=False)
                 subscription.consumer_tag = ok.consumer_tag or ""
-        except BaseException:
-            if not channel.is_closed:
-                with contextlib.suppress(*CONNECTION_ERRORS):
-                    await channel.close()
-            raise
+            subscribed = True
+        finally:
+            if not subscribed:  # failed or cancelled half-way: do not leave the channel open
+                await _close_channel(channel)
         channel.close_callbacks.add(self._on_channel_closed)
         self._subscription = subscription
 
@@ -301,20 +303,36 @@ class RabbitConsumer(Consumer):
         recovery, self._recovery = self._recovery, None
         if recovery is not None:
             recovery.cancel()
-            with contextlib.suppress(BaseException):
-                await recovery
+            await asyncio.wait({recovery})  # raises CancelledError only if *we* are cancelled
+            if not recovery.cancelled() and recovery.exception() is not None:
+                log.info("%r closed while re-subscribing: %s", self, recovery.exception())
         subscription, self._subscription = self._subscription, None
         if subscription is None:
             return
+        # Runs to its end even if the closing task is cancelled: an open channel would keep the
+        # unacked deliveries from the group until the connection closes.
+        closing = asyncio.ensure_future(self._leave(subscription))
+        _LEAVING.add(closing)
+        closing.add_done_callback(_LEAVING.discard)
+        await asyncio.shield(closing)
+
+    async def _leave(self, subscription: _Subscription) -> None:
         if subscription.alive:
             await self._flush(subscription)  # what was handled stays handled
         subscription.released = True
-        channel = subscription.channel
-        channel.close_callbacks.discard(self._on_channel_closed)
-        if not channel.is_closed:
-            # closing the channel requeues every unacked delivery (and drops a private queue)
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                await channel.close()
+        subscription.channel.close_callbacks.discard(self._on_channel_closed)
+        # closing the channel requeues every unacked delivery (and drops a private queue)
+        await _close_channel(subscription.channel)
+
+
+_LEAVING: set[asyncio.Future[None]] = set()
+"""Channel closes that outlived a cancelled ``aclose()`` (asyncio keeps only weak references to tasks)."""
+
+
+async def _close_channel(channel: aio_pika.abc.AbstractChannel) -> None:
+    if not channel.is_closed:
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await channel.close()
 
 
 def _consume_result(task: asyncio.Task[None]) -> None:

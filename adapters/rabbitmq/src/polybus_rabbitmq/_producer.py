@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika.abc
 import aiormq.abc
@@ -19,8 +19,10 @@ from pamqp import commands as spec
 
 from polybus import BrokerConnectionError, Message, Producer, PublishError
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translate
-from polybus_rabbitmq._topic import RabbitTopic
 from polybus_rabbitmq._wire import properties_for
+
+if TYPE_CHECKING:
+    from polybus_rabbitmq._topic import RabbitTopic
 
 __all__ = ["RabbitProducer"]
 

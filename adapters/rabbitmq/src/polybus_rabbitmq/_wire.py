@@ -30,6 +30,8 @@ __all__ = [
     "delay_bucket",
     "group_queue_name",
     "properties_for",
+    "registry_lock_name",
+    "registry_queue_name",
     "resend_properties",
 ]
 
@@ -51,6 +53,16 @@ def group_queue_name(topic: str, group: str) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]
     return f"{topic[:110]}.{group[:110]}.{digest}"
+
+
+def registry_queue_name(topic: str) -> str:
+    """The queue listing ``topic``'s groups: ``topic.@groups`` (no group name starts with ``@``)."""
+    return f"{topic}.@groups"
+
+
+def registry_lock_name(topic: str) -> str:
+    """The exclusive queue whose holder may read and write ``topic``'s group registry."""
+    return f"{topic}.@groups-lock"
 
 
 def delay_bucket(delay: float) -> int:
