@@ -1,4 +1,5 @@
-"""The adapter's modules import one another in one direction, at module level only.
+"""The adapter's modules import one another in one direction, at module level only, and take from
+the core only what ``polybus`` and ``polybus.adapter`` export.
 
 Annotation-only imports go under ``if TYPE_CHECKING:``; an import inside a function (a lazy import
 working around a cycle) or a cycle among the run-time imports fails here. Reads the sources only.
@@ -55,6 +56,16 @@ def _imports() -> tuple[dict[str, set[str]], list[str]]:
                     if isinstance(inner, ast.Import | ast.ImportFrom):
                         lazy += [f"{module}.{node.name} imports {name}" for name in _own(inner)]
     return graph, lazy
+
+
+def test_nothing_private_of_the_core_is_imported() -> None:
+    private = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            private += [f"{path.name}: {n}" for n in names if n.startswith("polybus._")]
+    assert private == []
 
 
 def test_no_import_inside_a_function() -> None:

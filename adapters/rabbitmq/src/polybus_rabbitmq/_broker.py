@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import aio_pika
 import aio_pika.abc
 
-from polybus import Broker, BrokerConnectionError, Capabilities, Support
+from polybus import BrokerConnectionError
+from polybus.adapter import Broker, Capabilities, Support
 from polybus_rabbitmq._compat import server_version, transport_alive
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translate, translating
 from polybus_rabbitmq._redeliver import Redeliverer

@@ -17,7 +17,8 @@ import aio_pika.abc
 import aiormq.abc
 from pamqp import commands as spec
 
-from polybus import BrokerConnectionError, Message, Producer, PublishError
+from polybus import BrokerConnectionError, PublishError
+from polybus.adapter import Message, Producer
 from polybus_rabbitmq._compat import PUBLISH_NO_DRAIN
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translate
 from polybus_rabbitmq._wire import properties_for

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aio_pika
 import aio_pika.abc
 
-from polybus import ConfigurationError, GroupStats, NotFoundError, Topic, TopicStats
+from polybus import ConfigurationError, NotFoundError
+from polybus.adapter import GroupStats, NoOptions, Start, Topic, TopicStats
 from polybus_rabbitmq._consumer import RabbitConsumer
 from polybus_rabbitmq._producer import RabbitProducer
 from polybus_rabbitmq._registry import GroupRegistry
@@ -153,10 +154,11 @@ class RabbitTopic(Topic):
         log.info("group %r of %r keeps its existing queue type", group, self.name)
         return await self.broker.admin(f"joining group {group!r} of {self.name!r}", bind_existing)
 
-    def _producer(self, options: Any) -> RabbitProducer:
+    def _producer(self, options: NoOptions) -> RabbitProducer:
         return RabbitProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> RabbitConsumer:
+    def _consumer(self, group: str | None, prefetch: int, start: Start, options: NoOptions) -> RabbitConsumer:
+        # start="earliest" never gets here: replay is unsupported, and the core refuses it
         if prefetch > 65535:
             raise ConfigurationError(f"RabbitMQ's prefetch is at most 65535, got {prefetch}")
         return RabbitConsumer(self, group, prefetch)

@@ -5,7 +5,7 @@ plus the exact time in milliseconds in header ``polybus-ts``, ``content_type`` =
 header, ``delivery_mode`` = 2 (persistent), ``routing_key`` = the key, user headers as AMQP string
 headers, plus ``polybus-key`` (when a key is set) and ``polybus-attempt`` (on copies polybus re-sends
 for ``nack``). Incoming messages from any AMQP producer are mapped back; what they lack is filled in.
-Imports pamqp and the core only.
+Imports pamqp and ``polybus.adapter`` only.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from typing import Any
 
 from pamqp import commands as spec
 
-from polybus import Message
-from polybus._message import CONTENT_TYPE
+from polybus.adapter import CONTENT_TYPE, Message
 
 __all__ = [
     "ATTEMPT_HEADER",
