@@ -96,6 +96,9 @@ class RabbitConsumer(Consumer):
         self._subscription: _Subscription | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._group_queue: str | None = None
+        # Hand out at most a quarter of the window per fetch: the next fetch sends the acks queued
+        # meanwhile, so RabbitMQ refills the window while the rest is handled (no stall per window).
+        self._fetch_limit = max(1, prefetch // 4)
 
     # -- subscribing -----------------------------------------------------------------------------
 
@@ -156,7 +159,7 @@ class RabbitConsumer(Consumer):
                 if acks:  # free the broker's prefetch window first
                     await self._ack_batch(acks)
                 if subscription.ready:
-                    return self._take(subscription, max_messages)
+                    return self._take(subscription, min(max_messages, self._fetch_limit))
                 if subscription.cancelled:
                     raise NotFoundError(f"the queue of {self!r} was deleted")
             elif not self._closed:
