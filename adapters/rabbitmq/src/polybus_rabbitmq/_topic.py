@@ -20,7 +20,7 @@ from polybus.adapter import GroupStats, NoOptions, Start, Topic, TopicStats
 from polybus_rabbitmq._consumer import RabbitConsumer
 from polybus_rabbitmq._producer import RabbitProducer
 from polybus_rabbitmq._registry import GroupRegistry
-from polybus_rabbitmq._wire import group_queue_name
+from polybus_rabbitmq._wire import REGISTRY_SUFFIX, group_queue_name
 
 if TYPE_CHECKING:
     from polybus_rabbitmq._broker import RabbitBroker
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["RabbitTopic"]
 
 log = logging.getLogger("polybus.rabbitmq")
-
-_REGISTRY_SUFFIX = "@groups"
 
 _KNOWN_GROUPS: dict[tuple[str, int, str, str], set[str]] = collections.defaultdict(set)
 """(host, port, vhost, topic) -> suffixes ``S`` of the queues ``<topic>.S`` this process declared:
@@ -131,7 +129,7 @@ class RabbitTopic(Topic):
         An existing queue of the other type is kept under ``queue_type=auto``.
         """
         if not await self._exists(group_queue_name(self.name, group)):
-            self._remember(_REGISTRY_SUFFIX)
+            self._remember(REGISTRY_SUFFIX)
             await self.registry.add(group)
 
         async def declare(channel: aio_pika.abc.AbstractChannel) -> str:

@@ -24,6 +24,7 @@ from polybus.adapter import CONTENT_TYPE, Message
 __all__ = [
     "ATTEMPT_HEADER",
     "KEY_HEADER",
+    "REGISTRY_SUFFIX",
     "TS_HEADER",
     "Incoming",
     "delay_bucket",
@@ -54,9 +55,13 @@ def group_queue_name(topic: str, group: str) -> str:
     return f"{topic[:110]}.{group[:110]}.{digest}"
 
 
+REGISTRY_SUFFIX = "@groups"
+"""The registry of topic ``T`` is the queue ``T.@groups``: no group name starts with ``@``."""
+
+
 def registry_queue_name(topic: str) -> str:
-    """The queue listing ``topic``'s groups: ``topic.@groups`` (no group name starts with ``@``)."""
-    return f"{topic}.@groups"
+    """The queue listing ``topic``'s groups (see :mod:`polybus_rabbitmq._registry`)."""
+    return f"{topic}.{REGISTRY_SUFFIX}"
 
 
 def registry_lock_name(topic: str) -> str:
