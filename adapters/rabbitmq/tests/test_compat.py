@@ -6,6 +6,8 @@ end-to-end cases swap a fallback in and run it against the real broker.
 
 from __future__ import annotations
 
+import logging
+import socket
 import types
 
 import aio_pika
@@ -79,3 +81,18 @@ async def test_the_adapter_works_on_every_fallback(polybus_url: str, monkeypatch
                 await d.ack()
         assert got == [b"a", b"b", b"c"]
         await topic.delete()
+
+
+async def test_a_failed_connect_logs_no_error_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    broker = polybus.connect(f"amqp://guest:guest@127.0.0.1:{port}/", connect_timeout=2)
+    with pytest.raises(polybus.BrokerConnectionError):
+        await broker.open()
+    await broker.aclose()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # the filter drops that one line only
+    logging.getLogger("aiormq.connection").error("something else")
+    assert caplog.records[-1].getMessage() == "something else"

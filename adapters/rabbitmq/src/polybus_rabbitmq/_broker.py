@@ -18,7 +18,7 @@ import aio_pika.abc
 
 from polybus import BrokerConnectionError
 from polybus.adapter import Broker, Capabilities, Support
-from polybus_rabbitmq._compat import server_version, transport_alive
+from polybus_rabbitmq._compat import quiet_handled_errors, server_version, transport_alive
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translate, translating
 from polybus_rabbitmq._redeliver import Redeliverer
 from polybus_rabbitmq._settings import RabbitSettings
@@ -99,6 +99,7 @@ class RabbitBroker(Broker):
         await self._connect()
 
     async def _connect(self) -> None:
+        quiet_handled_errors()
         settings = self.settings
         secret = settings.password.get_secret_value()
         try:

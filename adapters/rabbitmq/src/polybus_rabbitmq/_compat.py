@@ -5,18 +5,29 @@ version (on the aiormq connection under aio-pika's ``transport``), whether that 
 still open, and aiormq's ``wait=False`` keyword of ``basic_publish`` (send without draining the
 socket buffer per message). They live here, so that a client upgrade that removes one is met by a
 fallback that keeps the adapter correct (if slower), and ``tests/test_compat.py`` forces each fallback.
+
+Also here: aiormq logs an error line of its own when a connection cannot be made, a failure the
+adapter handles (it raises ``BrokerConnectionError`` or retries with a warning); that line is
+dropped (:func:`quiet_handled_errors`), as it could quote more than the adapter's redacted messages.
 Imports aiormq only.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import aiormq
 
-__all__ = ["PUBLISH_NO_DRAIN", "no_drain_options", "server_version", "transport_alive"]
+__all__ = [
+    "PUBLISH_NO_DRAIN",
+    "no_drain_options",
+    "quiet_handled_errors",
+    "server_version",
+    "transport_alive",
+]
 
 
 def no_drain_options(basic_publish: Callable[..., Any]) -> dict[str, Any]:
@@ -60,3 +71,22 @@ def transport_alive(connection: Any) -> bool:
         return False
     closed = getattr(getattr(transport, "connection", None), "is_closed", None)
     return not closed if isinstance(closed, bool) else True
+
+
+_TRANSPORT_ERROR = "error when creating transport: %r"
+"""aiormq's log message (logger ``aiormq.connection``) for a connection that could not be made."""
+
+
+class _DropHandledErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _TRANSPORT_ERROR
+
+
+_DROP = _DropHandledErrors()
+
+
+def quiet_handled_errors() -> None:
+    """Drop aiormq's error line for a failed connect (idempotent): the adapter reports it itself."""
+    logger = logging.getLogger("aiormq.connection")
+    if _DROP not in logger.filters:
+        logger.addFilter(_DROP)
