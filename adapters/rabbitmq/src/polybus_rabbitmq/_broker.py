@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 import aio_pika
 import aio_pika.abc
 
-from polybus import Broker, BrokerConnectionError, Capabilities, Support
+from polybus import BrokerConnectionError
+from polybus.adapter import Broker, Capabilities, Support
+from polybus_rabbitmq._compat import quiet_handled_errors, server_version, transport_alive
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translate, translating
 from polybus_rabbitmq._redeliver import Redeliverer
 from polybus_rabbitmq._settings import RabbitSettings
@@ -46,9 +48,7 @@ def _capabilities(settings: RabbitSettings) -> Capabilities:
 
 
 def _alive(connection: aio_pika.abc.AbstractConnection) -> bool:
-    # aio-pika learns of a lost connection a little after aiormq does: ask both
-    transport = connection.transport
-    return not connection.is_closed and transport is not None and not transport.connection.is_closed
+    return not connection.is_closed and transport_alive(connection)
 
 
 class RabbitBroker(Broker):
@@ -71,6 +71,8 @@ class RabbitBroker(Broker):
         self.generation = 0
         """Incremented on every (re)connection; channels of an older generation are dead."""
         self.redeliverer = Redeliverer(self)
+        self.registry_lock = asyncio.Lock()
+        """Serializes this process's use of group registries (their lock is held per connection)."""
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RabbitBroker:
@@ -97,6 +99,7 @@ class RabbitBroker(Broker):
         await self._connect()
 
     async def _connect(self) -> None:
+        quiet_handled_errors()
         settings = self.settings
         secret = settings.password.get_secret_value()
         try:
@@ -117,10 +120,7 @@ class RabbitBroker(Broker):
             # The client's own exception may quote the URL it built, password included.
             leaks = secret and any(secret in str(part) for part in (exc, *exc.args))
             raise error from (None if leaks else exc)
-        version = connection.transport.connection.server_properties.get("version", "")  # type: ignore[union-attr]
-        if isinstance(version, bytes):
-            version = version.decode(errors="replace")
-        self._server_version = tuple(int(p) for p in str(version).split(".")[:3] if p.isdigit())
+        self._server_version = server_version(connection)
         connection.close_callbacks.add(self._on_connection_closed)
         self._connection = connection
         self.generation += 1
@@ -153,8 +153,8 @@ class RabbitBroker(Broker):
         return channel
 
     @contextlib.asynccontextmanager
-    async def _admin_channel(self) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-        channel = await self.channel()
+    async def _admin_channel(self, confirms: bool) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+        channel = await self.channel(confirms=confirms)
         try:
             yield channel
         finally:
@@ -162,15 +162,23 @@ class RabbitBroker(Broker):
                 with contextlib.suppress(*CONNECTION_ERRORS):
                     await channel.close()
 
+    async def admin_once(
+        self,
+        what: str,
+        operation: Callable[[aio_pika.abc.AbstractChannel], Awaitable[T]],
+        *,
+        confirms: bool = False,
+    ) -> T:
+        """Run a topology ``operation`` on a fresh channel (closed after), within ``operation_timeout``."""
+        async with self._admin_channel(confirms) as channel:
+            with translating(what, self.display_url):
+                return await asyncio.wait_for(operation(channel), self.settings.operation_timeout)
+
     async def admin(self, what: str, operation: Callable[[aio_pika.abc.AbstractChannel], Awaitable[T]]) -> T:
-        """Run a topology ``operation`` on a fresh channel, retrying across a lost connection."""
-
-        async def once() -> T:
-            async with self._admin_channel() as channel:
-                with translating(what, self.display_url):
-                    return await asyncio.wait_for(operation(channel), self.settings.operation_timeout)
-
-        return await self.settings.reconnect.run(once, retry_on=(BrokerConnectionError,), what=what)
+        """:meth:`admin_once`, retried across a lost connection with the reconnect policy."""
+        return await self.settings.reconnect.run(
+            lambda: self.admin_once(what, operation), retry_on=(BrokerConnectionError,), what=what
+        )
 
     async def _aclose(self) -> None:
         await self.redeliverer.aclose()

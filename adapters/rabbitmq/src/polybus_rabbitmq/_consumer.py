@@ -1,9 +1,11 @@
 """``RabbitConsumer``: basic.consume on its own channel, bounded by basic.qos = ``prefetch``.
 
 Deliveries are pushed by RabbitMQ into a local deque (never more than ``prefetch`` unacked, so
-memory stays bounded) and handed out in batches. Acks are coalesced: an ack is recorded when the
-handler calls ``ack()`` and sent shortly after, as one ``multiple`` ack for the settled prefix of
-delivery tags plus single acks for the rest, never before ``ack()`` was called. ``nack`` re-sends
+memory stays bounded) and handed out in batches. Acks are coalesced by the core (``_ack_batch``):
+``ack()`` queues the delivery, and the core hands the queued acks over on the next loop turn (the
+adapter also takes them before a fetch waits, to free the broker's prefetch window). They go out as
+one ``multiple`` ack for the settled prefix of delivery tags plus single acks for the rest, never
+covering a delivery whose handler has not called ``ack()``. ``nack`` re-sends
 a copy (see :mod:`polybus_rabbitmq._redeliver`) and acks the original; ``reject`` is basic.reject
 without requeue. Closing the channel hands every unacked delivery back to the queue. A lost channel
 is re-subscribed in the background with the reconnect policy; deliveries of the old channel are
@@ -16,16 +18,18 @@ import asyncio
 import collections
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika.abc
 import aiormq.abc
 
-from polybus import BrokerConnectionError, Consumer, Delivery, NotFoundError, PolybusError
-from polybus._delivery import Outcome
+from polybus import BrokerConnectionError, NotFoundError, PolybusError
+from polybus.adapter import Consumer, Delivery, Outcome
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translating
-from polybus_rabbitmq._topic import RabbitTopic
 from polybus_rabbitmq._wire import Incoming, resend_properties
+
+if TYPE_CHECKING:
+    from polybus_rabbitmq._topic import RabbitTopic
 
 __all__ = ["RabbitConsumer"]
 
@@ -52,7 +56,6 @@ class _Subscription:
         self.order: collections.deque[int] = collections.deque()  # handed-out tags, oldest first
         self.state: dict[int, int] = {}
         self.acks_pending = 0
-        self.flush_scheduled = False
         self.lock = asyncio.Lock()  # keeps ack / reject frames in the order their state changed
         self.released = False
         self.cancelled = False
@@ -93,7 +96,9 @@ class RabbitConsumer(Consumer):
         self._subscription: _Subscription | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._group_queue: str | None = None
-        self._ack_limit = max(1, prefetch // 4)
+        # Hand out at most a quarter of the window per fetch: the next fetch sends the acks queued
+        # meanwhile, so RabbitMQ refills the window while the rest is handled (no stall per window).
+        self._fetch_limit = max(1, prefetch // 4)
 
     # -- subscribing -----------------------------------------------------------------------------
 
@@ -105,6 +110,7 @@ class RabbitConsumer(Consumer):
     async def _subscribe(self) -> None:
         broker = self.topic.broker
         channel = await broker.channel()
+        subscribed = False
         try:
             with translating(f"subscribing to topic {self.topic.name!r}", broker.display_url):
                 await channel.set_qos(prefetch_count=self.prefetch)
@@ -119,11 +125,10 @@ class RabbitConsumer(Consumer):
                 underlay.on_consumer_cancel_callbacks.add(subscription.on_cancel)
                 ok = await underlay.basic_consume(queue, subscription.on_message, no_ack=False)
                 subscription.consumer_tag = ok.consumer_tag or ""
-        except BaseException:
-            if not channel.is_closed:
-                with contextlib.suppress(*CONNECTION_ERRORS):
-                    await channel.close()
-            raise
+            subscribed = True
+        finally:
+            if not subscribed:  # failed or cancelled half-way: do not leave the channel open
+                await _close_channel(channel)
         channel.close_callbacks.add(self._on_channel_closed)
         self._subscription = subscription
 
@@ -150,10 +155,11 @@ class RabbitConsumer(Consumer):
         while True:
             subscription = self._subscription
             if subscription is not None and subscription.alive:
-                if subscription.acks_pending:
-                    await self._flush(subscription)  # free the broker's prefetch window first
+                acks = self._take_acks()
+                if acks:  # free the broker's prefetch window first
+                    await self._ack_batch(acks)
                 if subscription.ready:
-                    return self._take(subscription, max_messages)
+                    return self._take(subscription, min(max_messages, self._fetch_limit))
                 if subscription.cancelled:
                     raise NotFoundError(f"the queue of {self!r} was deleted")
             elif not self._closed:
@@ -214,39 +220,39 @@ class RabbitConsumer(Consumer):
 
     # -- settling --------------------------------------------------------------------------------
 
+    async def _ack_batch(self, deliveries: list[Delivery]) -> None:
+        subscription = self._subscription
+        acked = 0
+        if subscription is not None and subscription.alive:
+            state = subscription.state
+            for delivery in deliveries:
+                native: _Native = delivery.native
+                if native.subscription is subscription:
+                    state[native.tag] = _ACK_PENDING
+                    acked += 1
+            if acked:
+                subscription.acks_pending += acked
+                await self._flush(subscription)
+        if acked < len(deliveries):
+            late = len(deliveries) - acked
+            log.info("%d acks of %r came after their channel was lost; RabbitMQ redelivers them", late, self)
+
     async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
         native: _Native = delivery.native
         subscription = native.subscription
         if subscription is not self._subscription or not subscription.alive:
             log.info("%r was settled after its channel was lost; RabbitMQ redelivers it", delivery)
             return
-        if outcome is Outcome.ACK:
-            await self._ack(subscription, native.tag)
+        if outcome is Outcome.ACK:  # the core sends acks through _ack_batch; kept for completeness
+            await self._ack_batch([delivery])
         elif outcome is Outcome.NACK:
             await self._nack(delivery, native, delay)
         else:
             await self._send(subscription, native.tag, requeue=False)
 
-    async def _ack(self, subscription: _Subscription, tag: int) -> None:
-        subscription.state[tag] = _ACK_PENDING
-        subscription.acks_pending += 1
-        if subscription.acks_pending >= self._ack_limit:
-            await self._flush(subscription)
-        elif not subscription.flush_scheduled:
-            subscription.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_later, subscription)
-
-    def _flush_later(self, subscription: _Subscription) -> None:
-        if subscription.acks_pending and subscription.alive:
-            task = asyncio.ensure_future(self._flush(subscription))
-            task.add_done_callback(_consume_result)
-        else:
-            subscription.flush_scheduled = False
-
     async def _flush(self, subscription: _Subscription) -> None:
         """Send the recorded acks: one ``multiple`` ack for the settled prefix, single acks after it."""
         async with subscription.lock:
-            subscription.flush_scheduled = False
             if not subscription.acks_pending or not subscription.alive:
                 return
             subscription.acks_pending = 0
@@ -293,30 +299,44 @@ class RabbitConsumer(Consumer):
             await self._send(subscription, native.tag, requeue=True)
             return
         if subscription is self._subscription and subscription.alive:
-            await self._ack(subscription, native.tag)
+            subscription.state[native.tag] = _ACK_PENDING  # the copy is confirmed: ack the original
+            subscription.acks_pending += 1
+            await self._flush(subscription)
 
     # -- closing ---------------------------------------------------------------------------------
+
+    async def _aclose(self) -> None:
+        # The core's close (queued acks, then _release) runs to its end even if the closing task is
+        # cancelled: an open channel would keep the unacked deliveries from the group until the
+        # connection closes. The cancel itself propagates to the caller.
+        closing = asyncio.ensure_future(super()._aclose())
+        _CLOSING.add(closing)
+        closing.add_done_callback(_CLOSING.discard)
+        await asyncio.shield(closing)
 
     async def _release(self, deliveries: list[Delivery]) -> None:
         recovery, self._recovery = self._recovery, None
         if recovery is not None:
             recovery.cancel()
-            with contextlib.suppress(BaseException):
-                await recovery
+            await asyncio.wait({recovery})  # raises CancelledError only if *we* are cancelled
+            if not recovery.cancelled() and recovery.exception() is not None:
+                log.info("%r closed while re-subscribing: %s", self, recovery.exception())
         subscription, self._subscription = self._subscription, None
         if subscription is None:
             return
         if subscription.alive:
             await self._flush(subscription)  # what was handled stays handled
         subscription.released = True
-        channel = subscription.channel
-        channel.close_callbacks.discard(self._on_channel_closed)
-        if not channel.is_closed:
-            # closing the channel requeues every unacked delivery (and drops a private queue)
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                await channel.close()
+        subscription.channel.close_callbacks.discard(self._on_channel_closed)
+        # closing the channel requeues every unacked delivery (and drops a private queue)
+        await _close_channel(subscription.channel)
 
 
-def _consume_result(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("sending acks failed: %s", task.exception())
+_CLOSING: set[asyncio.Future[None]] = set()
+"""Closes that outlived a cancelled ``aclose()`` (asyncio keeps only weak references to tasks)."""
+
+
+async def _close_channel(channel: aio_pika.abc.AbstractChannel) -> None:
+    if not channel.is_closed:
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await channel.close()

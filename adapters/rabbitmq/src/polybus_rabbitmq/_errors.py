@@ -2,7 +2,7 @@
 
 Every call into the client library goes through :func:`translating` (or :func:`translate`), so that
 no client exception escapes the adapter. Messages never contain the password: they are built from
-the redacted URL and scrubbed with :func:`polybus._settings.describe_error`.
+the redacted URL, and the password is replaced by ``***`` in the client's own text.
 """
 
 from __future__ import annotations

@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika.abc
 import aiormq.abc
 from pamqp import commands as spec
 
-from polybus import BrokerConnectionError, Message, Producer, PublishError
+from polybus import BrokerConnectionError, PublishError
+from polybus.adapter import Message, Producer
+from polybus_rabbitmq._compat import PUBLISH_NO_DRAIN
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translate
-from polybus_rabbitmq._topic import RabbitTopic
 from polybus_rabbitmq._wire import properties_for
+
+if TYPE_CHECKING:
+    from polybus_rabbitmq._topic import RabbitTopic
 
 __all__ = ["RabbitProducer"]
 
@@ -104,7 +108,7 @@ class RabbitProducer(Producer):
         return [m.id for m in messages]
 
     async def _publish_one(self, underlay: Any, message: Message, timeout: float) -> Any:
-        # ``underlay`` is an aiormq channel; ``wait=False`` (not in its abc) skips a drain per message
+        # ``underlay`` is an aiormq channel; PUBLISH_NO_DRAIN (``wait=False``) skips a drain per message
         return await underlay.basic_publish(
             message.body,
             exchange=self.topic.name,
@@ -113,7 +117,7 @@ class RabbitProducer(Producer):
             properties=properties_for(message),
             mandatory=True,
             timeout=timeout,
-            wait=False,
+            **PUBLISH_NO_DRAIN,
         )
 
     async def _aclose(self) -> None:

@@ -1,31 +1,32 @@
 """``RabbitSettings``: every option of the RabbitMQ adapter, built from an ``amqp(s)://`` URL.
 
 ``amqp://user:password@host:port/vhost?option=value``; keyword options given to
-``polybus.connect`` override the URL's. The password is a ``SecretStr``: it never appears in a
-repr, a log line or an error message. Imports pydantic and the core settings helpers only.
+``polybus.connect`` override the URL's (``from_url`` comes from :class:`polybus.adapter.AdapterSettings`,
+which also owns ``reconnect`` and its ``reconnect_<field>`` options). The password is a ``SecretStr``:
+it never appears in a repr, a log line or an error message. Imports pydantic and ``polybus.adapter``.
 """
 
 from __future__ import annotations
 
 import ssl
 import urllib.parse
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 from pydantic import SecretStr
 
-from polybus import ConfigurationError, ReconnectPolicy
-from polybus._settings import describe_error, split_url, tls_context, url_options
+from polybus.adapter import AdapterSettings, MiB, tls_context
 
 __all__ = ["RabbitSettings"]
 
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = 16 * MiB
 
 
-class RabbitSettings(pydantic.BaseModel):
+class RabbitSettings(AdapterSettings):
     """Options of ``amqp://`` and ``amqps://`` URLs (query string or keyword options)."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+    schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps")
+    adapter_name: ClassVar[str] = "RabbitMQ"
 
     host: str = "localhost"
     port: int = pydantic.Field(default=5672, ge=1, le=65535)
@@ -60,8 +61,6 @@ class RabbitSettings(pydantic.BaseModel):
     """Largest message accepted (body plus headers); keep it under the server's own limit."""
     client_name: str = "polybus"
     """Connection name shown in the RabbitMQ management UI."""
-    reconnect: ReconnectPolicy = ReconnectPolicy()
-    """How a lost connection is re-established (keyword option only)."""
 
     @pydantic.field_validator("password", mode="before")
     @classmethod
@@ -69,13 +68,10 @@ class RabbitSettings(pydantic.BaseModel):
         return value if isinstance(value, SecretStr) else SecretStr(str(value))
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RabbitSettings:
-        """Parse ``url`` (``amqp://`` or ``amqps://``); keyword ``options`` override the URL's."""
-        parts = split_url(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("amqp", "amqps"):
-            raise ConfigurationError(f"the RabbitMQ adapter handles amqp:// and amqps://, not {scheme}://")
-        values: dict[str, Any] = {"tls": scheme == "amqps", "port": 5671 if scheme == "amqps" else 5672}
+    def url_values(cls, parts: urllib.parse.SplitResult) -> dict[str, Any]:
+        """TLS and default port from the scheme; host, port, user, password and vhost (the path)."""
+        tls = parts.scheme.lower() == "amqps"
+        values: dict[str, Any] = {"tls": tls, "port": 5671 if tls else 5672}
         if parts.hostname:
             values["host"] = parts.hostname
         if parts.port:
@@ -86,12 +82,7 @@ class RabbitSettings(pydantic.BaseModel):
             values["password"] = SecretStr(urllib.parse.unquote(parts.password))
         if parts.path not in ("", "/"):
             values["vhost"] = urllib.parse.unquote(parts.path[1:])
-        values.update(url_options(parts))
-        values.update(options)
-        try:
-            return cls(**values)
-        except pydantic.ValidationError as exc:
-            raise ConfigurationError(f"invalid {scheme}:// options: {describe_error(exc, url)}") from None
+        return values
 
     def display_url(self) -> str:
         """The URL without the password, for reprs and messages."""

@@ -1,33 +1,38 @@
 """``RabbitTopic``: a topic is a durable fanout exchange; each group a durable queue bound to it.
 
 Group queues are named ``<topic>.<group>`` (portable names never contain a dot). AMQP cannot list
-the queues bound to an exchange, so ``stats()`` and ``delete()`` cover the groups this process has
-joined or declared (kept in a per-virtual-host registry), the ones it can know about.
+the queues bound to an exchange, so every group is recorded in the topic's group registry (see
+:mod:`polybus_rabbitmq._registry`) before its queue is declared: ``stats()`` and ``delete()`` see
+every group of the topic, whatever process declared it.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aio_pika
 import aio_pika.abc
 
-from polybus import ConfigurationError, GroupStats, NotFoundError, Topic, TopicStats
-from polybus_rabbitmq._wire import group_queue_name
+from polybus import ConfigurationError, NotFoundError
+from polybus.adapter import GroupStats, NoOptions, Start, Topic, TopicStats
+from polybus_rabbitmq._consumer import RabbitConsumer
+from polybus_rabbitmq._producer import RabbitProducer
+from polybus_rabbitmq._registry import GroupRegistry
+from polybus_rabbitmq._wire import REGISTRY_SUFFIX, group_queue_name
 
 if TYPE_CHECKING:
     from polybus_rabbitmq._broker import RabbitBroker
-    from polybus_rabbitmq._consumer import RabbitConsumer
-    from polybus_rabbitmq._producer import RabbitProducer
 
 __all__ = ["RabbitTopic"]
 
 log = logging.getLogger("polybus.rabbitmq")
 
-# (host, port, vhost, topic) -> groups known to this process
 _KNOWN_GROUPS: dict[tuple[str, int, str, str], set[str]] = collections.defaultdict(set)
+"""(host, port, vhost, topic) -> suffixes ``S`` of the queues ``<topic>.S`` this process declared:
+its group queues and the topic's group registry. The adapter never reads it (the registry lists
+the groups); the test suite's clean-up deletes these queues at the end of a session."""
 
 
 class RabbitTopic(Topic):
@@ -35,14 +40,13 @@ class RabbitTopic(Topic):
 
     broker: RabbitBroker
 
-    def _registry_key(self) -> tuple[str, int, str, str]:
-        s = self.broker.settings
-        return (s.host, s.port, s.vhost, self.name)
+    def __init__(self, broker: RabbitBroker, name: str) -> None:
+        super().__init__(broker, name)
+        self.registry = GroupRegistry(broker, name)
 
-    @property
-    def known_groups(self) -> set[str]:
-        """Groups of this topic that this process joined or declared."""
-        return _KNOWN_GROUPS[self._registry_key()]
+    def _remember(self, suffix: str) -> None:
+        s = self.broker.settings
+        _KNOWN_GROUPS[(s.host, s.port, s.vhost, self.name)].add(suffix)
 
     async def _ensure(self) -> None:
         async def declare(channel: aio_pika.abc.AbstractChannel) -> None:
@@ -61,14 +65,17 @@ class RabbitTopic(Topic):
 
     async def _delete(self) -> None:
         await self._check_exists()
-        for group in sorted(self.known_groups):
-            queue = group_queue_name(self.name, group)
 
-            async def drop(channel: aio_pika.abc.AbstractChannel, queue: str = queue) -> None:
-                await channel.queue_delete(queue, if_unused=False, if_empty=False)
+        async def drop_groups(groups: list[str]) -> None:
+            for group in groups:
+                queue = group_queue_name(self.name, group)
 
-            await self.broker.admin(f"deleting group queue {queue!r}", drop)
-        self.known_groups.clear()
+                async def drop(channel: aio_pika.abc.AbstractChannel, queue: str = queue) -> None:
+                    await channel.queue_delete(queue, if_unused=False, if_empty=False)
+
+                await self.broker.admin_once(f"deleting group queue {queue!r}", drop)
+
+        await self.registry.delete(drop_groups)
 
         async def drop_exchange(channel: aio_pika.abc.AbstractChannel) -> None:
             await channel.exchange_delete(self.name, if_unused=False)
@@ -78,7 +85,7 @@ class RabbitTopic(Topic):
     async def _stats(self) -> TopicStats:
         await self._check_exists()
         groups: dict[str, GroupStats] = {}
-        for group in sorted(self.known_groups):
+        for group in sorted(await self.registry.groups()):
             queue = group_queue_name(self.name, group)
 
             async def count(channel: aio_pika.abc.AbstractChannel, queue: str = queue) -> int | None:
@@ -88,10 +95,19 @@ class RabbitTopic(Topic):
             try:
                 backlog = await self.broker.admin(f"counting group queue {queue!r}", count)
             except NotFoundError:
-                self.known_groups.discard(group)
-                continue
+                continue  # recorded, but its queue was deleted (or never declared: a crash between)
             groups[group] = GroupStats(backlog=backlog, in_flight=None)
         return TopicStats(topic=self.name, groups=groups)
+
+    async def _exists(self, queue: str) -> bool:
+        async def check(channel: aio_pika.abc.AbstractChannel) -> None:
+            await channel.declare_queue(queue, passive=True)
+
+        try:
+            await self.broker.admin(f"looking up queue {queue!r}", check)
+        except NotFoundError:
+            return False
+        return True
 
     async def declare_group(self, channel: aio_pika.abc.AbstractChannel, group: str) -> str:
         """Declare ``group``'s durable queue and bind it to the topic; return the queue name.
@@ -104,11 +120,17 @@ class RabbitTopic(Topic):
         )
         declared = await channel.declare_queue(queue, durable=True, arguments=arguments)
         await declared.bind(self.name, routing_key="")
-        self.known_groups.add(group)
+        self._remember(group)
         return queue
 
     async def ensure_group(self, group: str) -> str:
-        """Declare ``group``'s queue (keeping an existing queue of the other type under ``auto``)."""
+        """Record ``group`` in the registry if its queue is new, then declare the queue and bind it.
+
+        An existing queue of the other type is kept under ``queue_type=auto``.
+        """
+        if not await self._exists(group_queue_name(self.name, group)):
+            self._remember(REGISTRY_SUFFIX)
+            await self.registry.add(group)
 
         async def declare(channel: aio_pika.abc.AbstractChannel) -> str:
             return await self.declare_group(channel, group)
@@ -124,20 +146,17 @@ class RabbitTopic(Topic):
             queue = group_queue_name(self.name, group)
             declared = await channel.declare_queue(queue, passive=True)
             await declared.bind(self.name, routing_key="")
-            self.known_groups.add(group)
+            self._remember(group)
             return queue
 
         log.info("group %r of %r keeps its existing queue type", group, self.name)
         return await self.broker.admin(f"joining group {group!r} of {self.name!r}", bind_existing)
 
-    def _producer(self, options: Any) -> RabbitProducer:
-        from polybus_rabbitmq._producer import RabbitProducer
-
+    def _producer(self, options: NoOptions) -> RabbitProducer:
         return RabbitProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> RabbitConsumer:
-        from polybus_rabbitmq._consumer import RabbitConsumer
-
+    def _consumer(self, group: str | None, prefetch: int, start: Start, options: NoOptions) -> RabbitConsumer:
+        # start="earliest" never gets here: replay is unsupported, and the core refuses it
         if prefetch > 65535:
             raise ConfigurationError(f"RabbitMQ's prefetch is at most 65535, got {prefetch}")
         return RabbitConsumer(self, group, prefetch)

@@ -5,7 +5,7 @@ plus the exact time in milliseconds in header ``polybus-ts``, ``content_type`` =
 header, ``delivery_mode`` = 2 (persistent), ``routing_key`` = the key, user headers as AMQP string
 headers, plus ``polybus-key`` (when a key is set) and ``polybus-attempt`` (on copies polybus re-sends
 for ``nack``). Incoming messages from any AMQP producer are mapped back; what they lack is filled in.
-Imports pamqp and the core only.
+Imports pamqp and ``polybus.adapter`` only.
 """
 
 from __future__ import annotations
@@ -19,17 +19,19 @@ from typing import Any
 
 from pamqp import commands as spec
 
-from polybus import Message
-from polybus._message import CONTENT_TYPE
+from polybus.adapter import CONTENT_TYPE, Message
 
 __all__ = [
     "ATTEMPT_HEADER",
     "KEY_HEADER",
+    "REGISTRY_SUFFIX",
     "TS_HEADER",
     "Incoming",
     "delay_bucket",
     "group_queue_name",
     "properties_for",
+    "registry_lock_name",
+    "registry_queue_name",
     "resend_properties",
 ]
 
@@ -51,6 +53,20 @@ def group_queue_name(topic: str, group: str) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]
     return f"{topic[:110]}.{group[:110]}.{digest}"
+
+
+REGISTRY_SUFFIX = "@groups"
+"""The registry of topic ``T`` is the queue ``T.@groups``: no group name starts with ``@``."""
+
+
+def registry_queue_name(topic: str) -> str:
+    """The queue listing ``topic``'s groups (see :mod:`polybus_rabbitmq._registry`)."""
+    return f"{topic}.{REGISTRY_SUFFIX}"
+
+
+def registry_lock_name(topic: str) -> str:
+    """The exclusive queue whose holder may read and write ``topic``'s group registry."""
+    return f"{topic}.@groups-lock"
 
 
 def delay_bucket(delay: float) -> int:
