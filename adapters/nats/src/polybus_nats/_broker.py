@@ -2,7 +2,8 @@
 
 Topic ``orders`` is stream ``{stream_prefix}orders`` holding subject ``{subject_prefix}orders``;
 a group is a durable pull consumer on it. The connection is re-established by nats-py with the
-backoff and jitter of the settings' :class:`~polybus.ReconnectPolicy`; subscriptions survive.
+delays of the settings' :class:`~polybus.ReconnectPolicy` (its backoff and jitter); subscriptions
+survive.
 Imports polybus core, nats-py and this package's modules.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
+from collections.abc import Iterator
 from typing import Any
 
 import nats
@@ -31,6 +32,7 @@ from polybus import (
     TopicStats,
 )
 from polybus._settings import describe_error
+from polybus_nats._compat import RECONNECT_FOREVER, enable_reconnect
 from polybus_nats._consumer import NatsConsumer
 from polybus_nats._errors import boundary, translate
 from polybus_nats._producer import NatsProducer
@@ -76,6 +78,7 @@ class NatsBroker(Broker):
         self.capabilities = nats_capabilities(1024 * 1024, self.settings)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
+        self._reconnect_delays: Iterator[float] = iter(())
         self._publisher: Publisher | None = None
         self.slow_consumer_drops = 0
         """Messages nats-py dropped because a subscription's pending limit was hit (expected: 0)."""
@@ -108,6 +111,11 @@ class NatsBroker(Broker):
         if self._js is None:
             raise BrokerConnectionError(f"{self.display_url} is not connected")
         return self._js
+
+    @property
+    def api_prefix(self) -> str:
+        """The subject prefix of the JetStream API (``$JS.API``): pull requests are sent under it."""
+        return api.DEFAULT_PREFIX
 
     @property
     def publisher(self) -> Publisher:
@@ -153,10 +161,28 @@ class NatsBroker(Broker):
         return options
 
     async def _open(self) -> None:
+        nc = await self._connect()
+        if not enable_reconnect(nc):
+            # this nats-py cannot turn reconnecting on afterwards: connect again with it on from the
+            # start (the first connect showed that the server is there and the credentials are good)
+            log.debug("nats-py has no reconnect switch; reconnecting with reconnect on")
+            with _quiet():
+                await nc.close()
+            nc = await self._connect(RECONNECT_FOREVER)
+        self._nc = nc
+        self._publisher = Publisher(nc)
+        self._js = nc.jetstream(
+            prefix=self.api_prefix,
+            timeout=self.settings.publish_timeout,
+            publish_async_max_pending=self.settings.max_pending_publishes,
+        )
+        self.capabilities = nats_capabilities(nc.max_payload, self.settings)
+
+    async def _connect(self, overrides: dict[str, Any] | None = None) -> NATS:
         nc = NATS()
         try:
             async with asyncio.timeout(self.settings.connect_timeout * 3 + 1):
-                await nc.connect(**self._connect_options())
+                await nc.connect(**{**self._connect_options(), **(overrides or {})})
         except (nats.errors.Error, OSError, TimeoutError, ValueError) as exc:
             text = describe_error(exc, "")
             for secret in (self.settings.password, self.settings.token):
@@ -168,15 +194,7 @@ class NatsBroker(Broker):
             raise BrokerConnectionError(
                 f"cannot connect to {self.display_url}: {type(exc).__name__}: {text}"
             ) from None
-        nc.options["allow_reconnect"] = True
-        nc.options["max_reconnect_attempts"] = -1
-        self._nc = nc
-        self._publisher = Publisher(nc)
-        self._js = nc.jetstream(
-            timeout=self.settings.publish_timeout,
-            publish_async_max_pending=self.settings.max_pending_publishes,
-        )
-        self.capabilities = nats_capabilities(nc.max_payload, self.settings)
+        return nc
 
     async def _aclose(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
@@ -192,10 +210,11 @@ class NatsBroker(Broker):
                 await nc.close()
 
     def _next_server(self, servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:
-        policy = self.settings.reconnect
-        tries = min(servers[0].reconnects if servers else 0, 30)
-        delay = min(policy.maximum, policy.initial * policy.multiplier**tries)
-        return None, delay * (1 - policy.jitter * random.random())
+        """nats-py's reconnect hook: any server (nats-py picks), after the policy's next delay."""
+        delay = next(self._reconnect_delays, None)
+        if delay is None:  # past the policy's max_attempts: a connection never gives up, it keeps trying
+            delay = self.settings.reconnect.maximum
+        return None, delay
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
@@ -208,6 +227,7 @@ class NatsBroker(Broker):
         log.debug("nats: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
+        self._reconnect_delays = self.settings.reconnect.delays()  # nats-py calls this before reconnecting
         if not self._closed:
             log.warning("lost the connection to %s; reconnecting", self.display_url)
 

@@ -116,8 +116,7 @@ class NatsConsumer(Consumer):
             self._consumer_name = info.name
             if info.config.ack_wait:
                 self._ack_wait = info.config.ack_wait
-            prefix = broker.js._prefix  # "$JS.API", or the domain's prefix
-            self._next_subject = f"{prefix}.CONSUMER.MSG.NEXT.{self.topic.stream}.{info.name}"
+            self._next_subject = f"{broker.api_prefix}.CONSUMER.MSG.NEXT.{self.topic.stream}.{info.name}"
             self._inbox = nc.new_inbox()
             # flow control is by pull batch (bounded by prefetch): no client-side limit that could drop
             self._sub = await nc.subscribe(
@@ -261,7 +260,7 @@ class NatsConsumer(Consumer):
         nc = self.topic.broker.nc
         while True:
             await asyncio.sleep(interval)
-            held = [d.native.reply for d in (*self._unsettled, *self._buffer)]
+            held = [d.native.reply for d in self.held()]
             held.extend(m.reply for m in self._arrived)
             try:
                 for reply in held:
