@@ -71,3 +71,19 @@ def test_wire_roundtrip_of_awkward_bodies_and_headers() -> None:
         flat = _wire.decode_attributes(attributes)
         got_body, got_headers, key, mid = _wire.decode(text, flat)
         assert (got_body, got_headers, key, mid) == (body, headers, "k", message.id)
+
+
+def test_reconnect_policy_is_a_setting() -> None:
+    policy = polybus.ReconnectPolicy(initial=0.2, give_up_after=5)
+    broker = polybus.connect("sqs://h:1?tls=false", reconnect=policy)
+    assert isinstance(broker, SqsBroker)
+    assert broker.settings.reconnect == policy and broker.reconnect is policy
+    assert SqsSettings().reconnect == polybus.ReconnectPolicy()
+
+
+def test_unknown_consumer_or_producer_option_is_a_configuration_error() -> None:
+    broker = SqsBroker.from_url("sqs://h:1?tls=false")  # never opened: options are checked before any call
+    with pytest.raises(ConfigurationError, match="no_such"):
+        broker.topic("t").consumer("g", no_such=1)
+    with pytest.raises(ConfigurationError, match="no_such"):
+        broker.topic("t").producer(no_such=1)

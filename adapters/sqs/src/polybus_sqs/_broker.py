@@ -2,8 +2,8 @@
 
 boto3 is synchronous, so every call runs on one of two bounded thread pools (long polls on their
 own, so that waiting consumers never starve publishes and acks) and the event loop never blocks.
-Transient failures (endpoint unreachable, throttling, 5xx) are retried with the broker's
-``ReconnectPolicy`` (backoff and jitter); what still fails raises a polybus error.
+Transient failures (endpoint unreachable, throttling, 5xx) are retried with the settings'
+``reconnect`` policy (backoff and jitter); what still fails raises a polybus error.
 """
 
 from __future__ import annotations
@@ -14,7 +14,16 @@ import functools
 import logging
 from typing import Any, Literal
 
-from polybus import Broker, Capabilities, PolybusError, ReconnectPolicy, Support, Topic, TopicStats
+from polybus import (
+    Broker,
+    Capabilities,
+    ConfigurationError,
+    PolybusError,
+    ReconnectPolicy,
+    Support,
+    Topic,
+    TopicStats,
+)
 from polybus_sqs import _topology
 from polybus_sqs._errors import TransientBrokerError, translate
 from polybus_sqs._settings import SqsSettings
@@ -26,19 +35,13 @@ Service = Literal["sns", "sqs", "sts"]
 
 
 class SqsBroker(Broker):
-    """Amazon SQS with SNS fan-out: ``polybus.connect("sqs://?region=eu-west-1")``.
-
-    ``reconnect`` (a :class:`~polybus.ReconnectPolicy`) governs retries of transient failures.
-    """
+    """Amazon SQS with SNS fan-out: ``polybus.connect("sqs://?region=eu-west-1")``."""
 
     scheme = "sqs"
 
-    def __init__(
-        self, settings: SqsSettings | None = None, *, reconnect: ReconnectPolicy | None = None
-    ) -> None:
+    def __init__(self, settings: SqsSettings | None = None) -> None:
         super().__init__()
         self.settings = settings or SqsSettings()
-        self.reconnect = reconnect or ReconnectPolicy()
         self.default_prefetch = self.settings.prefetch
         s = self.settings
         fifo = Support.NATIVE if s.fifo else Support.UNSUPPORTED
@@ -67,9 +70,14 @@ class SqsBroker(Broker):
         self._queues: dict[tuple[str, str | None], _topology.Queue] = {}
 
     @classmethod
-    def from_url(cls, url: str, *, reconnect: ReconnectPolicy | None = None, **options: Any) -> SqsBroker:
+    def from_url(cls, url: str, **options: Any) -> SqsBroker:
         """Build from ``sqs://...``; keyword options override the URL's (see :class:`SqsSettings`)."""
-        return cls(SqsSettings.from_url(url, **options), reconnect=reconnect)
+        return cls(SqsSettings.from_url(url, **options))
+
+    @property
+    def reconnect(self) -> ReconnectPolicy:
+        """The settings' policy for retrying transient failures."""
+        return self.settings.reconnect
 
     @property
     def display_url(self) -> str:
@@ -237,9 +245,13 @@ class SqsTopic(Topic):
     def _producer(self, options: Any) -> Any:
         from polybus_sqs._producer import SqsProducer
 
+        if options:
+            raise ConfigurationError(f"unknown sqs producer options: {sorted(options)} (it takes none)")
         return SqsProducer(self)
 
     def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> Any:
         from polybus_sqs._consumer import SqsConsumer
 
+        if options:
+            raise ConfigurationError(f"unknown sqs consumer options: {sorted(options)} (it takes none)")
         return SqsConsumer(self, group, prefetch)

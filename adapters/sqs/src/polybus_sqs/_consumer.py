@@ -238,11 +238,7 @@ class SqsConsumer(Consumer):
         while True:
             await asyncio.sleep(max(0.2, timeout / 4))
             now = time.monotonic()
-            due = [
-                d.native
-                for d in [*self._buffer, *self._unsettled]
-                if d.outcome is None and d.native.visible_until - now < timeout / 2
-            ]
+            due = [d.native for d in self.held() if d.native.visible_until - now < timeout / 2]
             for start in range(0, len(due), BATCH):
                 chunk = due[start : start + BATCH]
                 try:

@@ -16,7 +16,7 @@ import pydantic
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from polybus import ConfigurationError
+from polybus import ConfigurationError, ReconnectPolicy
 from polybus._settings import describe_error, split_url, url_options
 
 __all__ = ["SNS_DEFAULT_MAX_SIZE", "SqsSettings"]
@@ -70,6 +70,8 @@ class SqsSettings(BaseSettings):
     """Seconds an ack waits for others to share its DeleteMessageBatch call."""
     connect_timeout: float = pydantic.Field(default=5.0, gt=0)
     read_timeout: float = pydantic.Field(default=30.0, gt=0)
+    reconnect: ReconnectPolicy = pydantic.Field(default_factory=ReconnectPolicy)
+    """Backoff and jitter between retries of transient failures, and when to give up (30 s)."""
 
     @property
     def secret(self) -> str | None:
