@@ -177,7 +177,7 @@ async def _send_through_a_restart(broker: polybus.Broker, server: OwnServer) -> 
         await asyncio.sleep(0.5)
         server.start()
         await asyncio.wait_for(producer.send(b"after"), 30)
-        got = []
+        got: list[bytes] = []
         while len(got) < 2 and (d := await consumer.receive(timeout=10)) is not None:
             got.append(d.body)
             await d.ack()

@@ -21,17 +21,18 @@ from nats.aio.client import Client as NATS
 from nats.aio.client import Server
 from nats.js import JetStreamContext, api
 
-from polybus import (
+from polybus import BrokerConnectionError, ConfigurationError
+from polybus.adapter import (
     Broker,
-    BrokerConnectionError,
     Capabilities,
-    ConfigurationError,
     GroupStats,
+    OptionsModel,
+    Start,
     Support,
     Topic,
     TopicStats,
+    describe_error,
 )
-from polybus._settings import describe_error
 from polybus_nats._compat import RECONNECT_FOREVER, enable_reconnect
 from polybus_nats._consumer import NatsConsumer
 from polybus_nats._errors import boundary, translate
@@ -49,7 +50,7 @@ SUBJECTS_OVERLAP = 10065
 
 
 def nats_capabilities(max_payload: int, settings: NatsSettings) -> Capabilities:
-    """What JetStream offers through this adapter."""
+    """What JetStream offers through this adapter, on a server with ``max_payload``."""
     return Capabilities(
         competing_consumers=Support.NATIVE,
         fan_out=Support.NATIVE,
@@ -61,7 +62,7 @@ def nats_capabilities(max_payload: int, settings: NatsSettings) -> Capabilities:
         priority=Support.UNSUPPORTED,
         dedup=Support.NATIVE,
         backlog_stats=Support.NATIVE,
-        max_message_size=max_payload - HEADROOM,
+        max_message_size=min(settings.max_message_size, max_payload - HEADROOM),
         dedup_window=settings.duplicate_window,
     )
 
@@ -305,11 +306,13 @@ class NatsTopic(Topic):
         }
         return TopicStats(topic=self.name, groups=groups, messages=info.state.messages)
 
-    def _producer(self, options: Any) -> NatsProducer:
+    def _producer(self, options: OptionsModel) -> NatsProducer:
         return NatsProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> NatsConsumer:
-        return NatsConsumer(self, group, prefetch, start="earliest" if start == "earliest" else "new")
+    def _consumer(
+        self, group: str | None, prefetch: int, start: Start, options: OptionsModel
+    ) -> NatsConsumer:
+        return NatsConsumer(self, group, prefetch, start)
 
 
 class _quiet:

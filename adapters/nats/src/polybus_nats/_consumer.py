@@ -15,7 +15,7 @@ import collections
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
@@ -23,8 +23,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api
 
-from polybus import ConfigurationError, Consumer, Delivery, NotFoundError, PolybusError
-from polybus._delivery import Outcome
+from polybus import NotFoundError, PolybusError
+from polybus.adapter import Consumer, Delivery, Outcome, Start
 from polybus_nats._errors import boundary, translate
 from polybus_nats._wire import parse_ack_subject, user_headers
 
@@ -49,17 +49,14 @@ ACK, TERM, IN_PROGRESS, NAK = b"+ACK", b"+TERM", b"+WPI", b"-NAK"
 class NatsConsumer(Consumer):
     """Pulls from a JetStream consumer: durable (named after the group) or ephemeral (no group).
 
-    ``start="earliest"`` makes a *new* group start from the first message the stream holds
-    (replay) instead of messages sent from now on; it has no effect on a group that exists.
+    ``start="earliest"`` makes a *new* group (or a listener) start from the first message the
+    stream holds (replay) instead of messages sent from now on; it has no effect on a group that
+    exists.
     """
 
     topic: NatsTopic
 
-    def __init__(
-        self, topic: NatsTopic, group: str | None, prefetch: int, *, start: Literal["new", "earliest"] = "new"
-    ) -> None:
-        if start not in ("new", "earliest"):
-            raise ConfigurationError(f"start must be 'new' or 'earliest', not {start!r}")
+    def __init__(self, topic: NatsTopic, group: str | None, prefetch: int, start: Start = "latest") -> None:
         super().__init__(topic, group, prefetch)
         self._start = start
         self._arrived: collections.deque[Msg] = collections.deque()
