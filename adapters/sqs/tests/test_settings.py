@@ -81,9 +81,11 @@ def test_reconnect_policy_is_a_setting() -> None:
     assert SqsSettings().reconnect == polybus.ReconnectPolicy()
 
 
-def test_unknown_consumer_or_producer_option_is_a_configuration_error() -> None:
-    broker = SqsBroker.from_url("sqs://h:1?tls=false")  # never opened: options are checked before any call
-    with pytest.raises(ConfigurationError, match="no_such"):
-        broker.topic("t").consumer("g", no_such=1)
-    with pytest.raises(ConfigurationError, match="no_such"):
-        broker.topic("t").producer(no_such=1)
+def test_keyword_tls_environment_and_reconnect_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SqsSettings.from_url("sqs://h:1", tls=False).endpoint_url == "http://h:1"
+    monkeypatch.setenv("POLYBUS_SQS_VISIBILITY_TIMEOUT", "7")
+    monkeypatch.setenv("POLYBUS_SQS_TLS", "false")
+    s = SqsSettings.from_url("sqs://h:1?reconnect_initial=0.5&reconnect_give_up_after=3&verify=false")
+    assert (s.visibility_timeout, s.endpoint_url, s.verify) == (7, "http://h:1", False)
+    assert (s.reconnect.initial, s.reconnect.give_up_after) == (0.5, 3)
+    assert SqsSettings.from_url("sqs://h:1", visibility_timeout=9).visibility_timeout == 9  # keywords win

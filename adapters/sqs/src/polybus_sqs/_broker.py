@@ -14,12 +14,13 @@ import functools
 import logging
 from typing import Any, Literal
 
-from polybus import (
+from polybus import PolybusError
+from polybus.adapter import (
     Broker,
     Capabilities,
-    ConfigurationError,
-    PolybusError,
+    OptionsModel,
     ReconnectPolicy,
+    Start,
     Support,
     Topic,
     TopicStats,
@@ -242,16 +243,12 @@ class SqsTopic(Topic):
         groups = await _topology.topic_stats(self.broker, self.name, self.arn)
         return TopicStats(topic=self.name, groups=groups)
 
-    def _producer(self, options: Any) -> Any:
+    def _producer(self, options: OptionsModel) -> Any:
         from polybus_sqs._producer import SqsProducer
 
-        if options:
-            raise ConfigurationError(f"unknown sqs producer options: {sorted(options)} (it takes none)")
         return SqsProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> Any:
-        from polybus_sqs._consumer import SqsConsumer
+    def _consumer(self, group: str | None, prefetch: int, start: Start, options: OptionsModel) -> Any:
+        from polybus_sqs._consumer import SqsConsumer  # "earliest" never comes: replay is unsupported
 
-        if options:
-            raise ConfigurationError(f"unknown sqs consumer options: {sorted(options)} (it takes none)")
         return SqsConsumer(self, group, prefetch)

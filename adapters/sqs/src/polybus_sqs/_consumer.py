@@ -1,14 +1,17 @@
 """``SqsConsumer``: a member of a group, i.e. a reader of the group's SQS queue.
 
 - Fetch: ``ReceiveMessage`` of up to 10 (bounded by prefetch), long-polling within the timeout.
-- ack: ``DeleteMessageBatch``; acks are coalesced (an ack is only ever queued after its handler
-  called ``ack()``), and flushed when 10 are waiting, after ``ack_linger`` seconds, or on close.
+- ack: ``DeleteMessageBatch`` of up to 10; the core coalesces the acks (an ack is only ever queued
+  after its handler called ``ack()``) and hands them to ``_ack_batch`` when 10 are waiting, after
+  ``ack_linger`` seconds, or on close.
 - nack(delay): ``ChangeMessageVisibility`` to ``delay`` (0 without one): nothing else waits.
 - reject: delete, or with ``dead_letter_after`` set, copy to the group's dead-letter queue, then delete.
 - attempt: ``ApproximateReceiveCount``. Held messages (buffered or handed out, not settled) have
   their visibility extended before it runs out, so a long handler is not redelivered meanwhile.
 - Closing hands held messages back (visibility 0); a killed process's come back on their own when
   their visibility timeout expires.
+- A transient failure of ``ReceiveMessage`` is waited out with the settings' ``reconnect`` policy
+  (the core's ``Outage``); the fetch raises once the policy gives up.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from polybus import Consumer, Delivery, NotFoundError, Outcome, PolybusError
+from polybus import NotFoundError, PolybusError
+from polybus.adapter import Consumer, Delivery, Outage, Outcome
 from polybus_sqs import _topology, _wire
 from polybus_sqs._errors import TransientBrokerError, error_code
 
@@ -54,13 +58,13 @@ class SqsConsumer(Consumer):
     topic: SqsTopic
     queue: _topology.Queue
 
+    ack_batch_size = BATCH  # a full DeleteMessageBatch goes at once; a partial one waits ack_linger
+
     def __init__(self, topic: SqsTopic, group: str | None, prefetch: int) -> None:
         super().__init__(topic, group, prefetch)
-        self._acks: list[Receipt] = []
-        self._ack_task: asyncio.Task[None] | None = None
+        self.ack_linger = topic.broker.settings.ack_linger
         self._keeper: asyncio.Task[None] | None = None
-        self._outage_since: float | None = None
-        self._delays = topic.broker.reconnect.delays()
+        self._outage = Outage(topic.broker.reconnect, f"receiving from topic {topic.name!r}")
         self.ack_failures = 0
         """Acks that SQS refused for good (their messages will be redelivered)."""
 
@@ -83,11 +87,12 @@ class SqsConsumer(Consumer):
     # -- receiving ----------------------------------------------------------------------------
 
     async def _fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - loop.time()
+            if not await self._outage.ready(deadline):  # backing off, past the deadline
+                return []
             started = time.monotonic()
+            remaining = deadline - started
             try:
                 reply = await self._broker.call(
                     "sqs",
@@ -102,30 +107,16 @@ class SqsConsumer(Consumer):
                     VisibilityTimeout=self._broker.settings.visibility_timeout,
                 )
             except TransientBrokerError as exc:
-                await self._outage(exc, deadline - loop.time())
-                return []
-            self._outage_since = None
+                self._outage.failed(exc)  # re-raises it once the reconnect policy gives up
+                continue
+            self._outage.ended()
             messages = reply.get("Messages") or []
             if messages:
                 return [self._delivery(m, started) for m in messages]
-            remaining = deadline - loop.time()
+            remaining = deadline - time.monotonic()
             if remaining <= 0.01 or self._closed:
                 return []
             await asyncio.sleep(min(remaining, 0.1))  # short polls when less than a second is left
-
-    async def _outage(self, exc: TransientBrokerError, remaining: float) -> None:
-        """Wait (with backoff) through a transient failure; raise once it outlasted the reconnect policy."""
-        now = time.monotonic()
-        if self._outage_since is None:
-            self._outage_since = now
-            self._delays = self._broker.reconnect.delays()
-        give_up = self._broker.reconnect.give_up_after
-        delay = next(self._delays, None)
-        if delay is None or (give_up is not None and now - self._outage_since > give_up):
-            self._outage_since = None
-            raise exc
-        log.warning("receiving from %s failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
-        await asyncio.sleep(max(0.0, min(delay, remaining)))
 
     def _delivery(self, m: dict[str, Any], started: float) -> Delivery:
         system = m.get("Attributes") or {}
@@ -175,9 +166,19 @@ class SqsConsumer(Consumer):
             return
         if outcome is Outcome.REJECT and self.queue.dlq_url is not None:
             await self._dead_letter(receipt)
-        self._acks.append(receipt)
-        if self._ack_task is None or self._ack_task.done():
-            self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
+        await self._batch("delete_message_batch", [receipt], {})  # a reject (acks come to _ack_batch)
+
+    async def _ack_batch(self, deliveries: list[Delivery]) -> None:
+        receipts: list[Receipt] = [d.native for d in deliveries]
+        for start in range(0, len(receipts), BATCH):
+            chunk = receipts[start : start + BATCH]
+            try:
+                await self._batch("delete_message_batch", chunk, {})
+            except PolybusError as exc:
+                self.ack_failures += len(chunk)
+                log.warning(
+                    "deleting %d acked messages failed (they will be redelivered): %s", len(chunk), exc
+                )
 
     async def _dead_letter(self, receipt: Receipt) -> None:
         attributes = {
@@ -191,18 +192,6 @@ class SqsConsumer(Consumer):
             params["MessageGroupId"] = receipt.group_id or receipt.message_id
             params["MessageDeduplicationId"] = receipt.message_id
         await self._broker.call("sqs", "send_message", **params)
-
-    async def _flush_acks(self) -> None:
-        linger = self._broker.settings.ack_linger
-        if linger and len(self._acks) < BATCH and not self._closed:
-            await asyncio.sleep(linger)
-        while self._acks:
-            batch, self._acks = self._acks[:BATCH], self._acks[BATCH:]
-            try:
-                await self._batch("delete_message_batch", batch, {})
-            except PolybusError as exc:
-                self.ack_failures += len(batch)
-                log.error("deleting %d acked messages failed (they will be redelivered): %s", len(batch), exc)
 
     async def _batch(self, operation: str, receipts: list[Receipt], extra: dict[str, Any]) -> None:
         """Run a batch call on ``receipts``; retry entries that failed on the server's side only."""
@@ -256,9 +245,6 @@ class SqsConsumer(Consumer):
     async def _release(self, deliveries: list[Delivery]) -> None:
         if self._keeper is not None:
             self._keeper.cancel()
-        if self._ack_task is not None:
-            await asyncio.gather(self._ack_task, return_exceptions=True)
-        await self._flush_acks()
         receipts = [d.native for d in deliveries]
         for start in range(0, len(receipts), BATCH):
             chunk = receipts[start : start + BATCH]
