@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.client import Server
 from nats.js import JetStreamContext, api
 
-from polybus import BrokerConnectionError, ConfigurationError
+from polybus import BrokerConnectionError, ClosedError, ConfigurationError
 from polybus.adapter import (
     Broker,
     Capabilities,
@@ -44,6 +44,7 @@ from polybus_nats._wire import HEADROOM
 __all__ = ["NatsBroker", "NatsTopic"]
 
 log = logging.getLogger("polybus.nats")
+T = TypeVar("T")
 
 STREAM_NAME_IN_USE = 10058
 SUBJECTS_OVERLAP = 10065
@@ -97,21 +98,23 @@ class NatsBroker(Broker):
         scheme, _, rest = first.partition("://")
         return f"{scheme}://{auth}{rest}"
 
+    def _live(self, part: T | None) -> T:
+        """``part`` of the connection; raise if the broker is closed or not connected."""
+        if self.closed:
+            raise ClosedError(f"{self!r} is closed; create a new one")
+        if part is None:
+            raise BrokerConnectionError(f"{self.display_url} is not connected")
+        return part
+
     @property
     def nc(self) -> NATS:
         """The nats-py connection (open brokers only)."""
-        self._check_open()
-        if self._nc is None:
-            raise BrokerConnectionError(f"{self.display_url} is not connected")
-        return self._nc
+        return self._live(self._nc)
 
     @property
     def js(self) -> JetStreamContext:
         """The JetStream context of the connection (open brokers only)."""
-        self._check_open()
-        if self._js is None:
-            raise BrokerConnectionError(f"{self.display_url} is not connected")
-        return self._js
+        return self._live(self._js)
 
     @property
     def api_prefix(self) -> str:
@@ -121,10 +124,7 @@ class NatsBroker(Broker):
     @property
     def publisher(self) -> Publisher:
         """The pipelined publisher of the connection (open brokers only)."""
-        self._check_open()
-        if self._publisher is None:
-            raise BrokerConnectionError(f"{self.display_url} is not connected")
-        return self._publisher
+        return self._live(self._publisher)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ class NatsBroker(Broker):
 
     async def _on_disconnected(self) -> None:
         self._reconnect_delays = self.settings.reconnect.delays()  # nats-py calls this before reconnecting
-        if not self._closed:
+        if not self.closed:
             log.warning("lost the connection to %s; reconnecting", self.display_url)
 
     async def _on_reconnected(self) -> None:

@@ -161,9 +161,9 @@ class NatsConsumer(Consumer):
                 self._gone = True
                 continue
             remaining = deadline - now
-            if self._request_left <= 0 and not self._closed:
+            if self._request_left <= 0 and not self.closed:
                 await self._pull(max_messages, remaining)
-            if remaining <= 0 or self._closed:
+            if remaining <= 0 or self.closed:
                 return self._take(max_messages) if self._arrived else []
             self._event.clear()
             with contextlib.suppress(TimeoutError):

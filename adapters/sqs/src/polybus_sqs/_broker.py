@@ -142,11 +142,8 @@ class SqsBroker(Broker):
         except Exception as exc:
             raise translate(exc, "creating the boto3 clients", secret=s.secret) from exc
 
-    async def aclose(self) -> None:
-        """Close every producer and consumer (flushing acks, handing back held messages), then the pools."""
-        if self._closed:
-            return
-        await super().aclose()
+    async def _aclose(self) -> None:
+        # the base closed every producer and consumer first (flushing acks, handing back held messages)
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -183,7 +180,7 @@ class SqsBroker(Broker):
             try:
                 result: dict[str, Any] = await loop.run_in_executor(pool, functools.partial(method, **params))
             except Exception as exc:
-                if isinstance(exc, RuntimeError) and self._closed:
+                if isinstance(exc, RuntimeError) and self.closed:
                     from polybus import ClosedError
 
                     raise ClosedError(f"{self!r} is closed") from None

@@ -114,7 +114,7 @@ class SqsConsumer(Consumer):
             if messages:
                 return [self._delivery(m, started) for m in messages]
             remaining = deadline - time.monotonic()
-            if remaining <= 0.01 or self._closed:
+            if remaining <= 0.01 or self.closed:
                 return []
             await asyncio.sleep(min(remaining, 0.1))  # short polls when less than a second is left
 
