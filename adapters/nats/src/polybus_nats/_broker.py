@@ -190,7 +190,8 @@ class NatsBroker(Broker):
                 if secret is not None:
                     text = text.replace(secret.get_secret_value(), "***")
             with _quiet():
-                await asyncio.wait_for(nc.close(), 2)  # nats-py can hang closing a half-open TLS link
+                async with asyncio.timeout(2):  # nats-py can hang closing a half-open TLS link
+                    await nc.close()
             # no ``from exc``: a client exception might quote what it was given
             raise BrokerConnectionError(
                 f"cannot connect to {self.display_url}: {type(exc).__name__}: {text}"

@@ -167,7 +167,8 @@ class NatsConsumer(Consumer):
                 return self._take(max_messages) if self._arrived else []
             self._event.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._event.wait()
 
     async def _check_exists(self) -> None:
         """Raise NotFoundError if the server no longer has this consumer (or its stream)."""
@@ -249,7 +250,8 @@ class NatsConsumer(Consumer):
         while self._request_left > 0 and (remaining := ends - loop.time()) > 0:
             self._event.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._event.wait()
 
     async def _keep_alive(self) -> None:
         """Tell the server every held delivery is still in progress, so long handlers keep it."""
@@ -281,7 +283,8 @@ class NatsConsumer(Consumer):
             await self._await_request_end()
         if self._sub is not None:
             try:
-                await asyncio.wait_for(self._sub.drain(), broker.settings.publish_timeout)  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(broker.settings.publish_timeout):
+                    await self._sub.drain()  # type: ignore[no-untyped-call]
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 log.debug("drain failed: %s", translate(exc, "drain"))
                 with contextlib.suppress(nats.errors.Error, OSError):
