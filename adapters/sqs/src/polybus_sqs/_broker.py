@@ -14,7 +14,7 @@ import functools
 import logging
 from typing import Any, Literal
 
-from polybus import PolybusError
+from polybus import ClosedError, PolybusError
 from polybus.adapter import (
     Broker,
     Capabilities,
@@ -170,28 +170,36 @@ class SqsBroker(Broker):
         **params: Any,
     ) -> dict[str, Any]:
         """Run ``client.operation(**params)`` on a worker thread; translate errors; retry transient ones."""
-        pool = self._receive_pool if receive else self._pool
-        if pool is None:
-            raise PolybusError(f"{self!r} is not open")
-        method = getattr(self._clients[service], operation)
-        loop = asyncio.get_running_loop()
 
         async def once() -> dict[str, Any]:
             try:
-                result: dict[str, Any] = await loop.run_in_executor(pool, functools.partial(method, **params))
+                return await self.submit(service, operation, receive=receive, **params)
             except Exception as exc:
-                if isinstance(exc, RuntimeError) and self.closed:
-                    from polybus import ClosedError
-
-                    raise ClosedError(f"{self!r} is closed") from None
-                raise translate(
-                    exc, f"{service} {operation}", secret=self.settings.secret, default=error
-                ) from exc
-            return result
+                raise self.failure(exc, f"{service} {operation}", error) from exc
 
         if not retry:
             return await once()
         return await self.reconnect.run(once, retry_on=(TransientBrokerError,), what=f"{service} {operation}")
+
+    def submit(
+        self, service: Service, operation: str, /, *, receive: bool = False, **params: Any
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Start ``client.operation(**params)`` on a worker thread: a future of the reply (or boto3's error).
+
+        For callers that must see the reply even when they are cancelled meanwhile (see
+        :meth:`failure` to translate its error); :meth:`call` is the usual way.
+        """
+        pool = self._receive_pool if receive else self._pool
+        if pool is None:
+            raise PolybusError(f"{self!r} is not open")
+        method = getattr(self._clients[service], operation)
+        return asyncio.get_running_loop().run_in_executor(pool, functools.partial(method, **params))
+
+    def failure(self, exc: Exception, what: str, error: type[PolybusError] = PolybusError) -> PolybusError:
+        """The polybus error for ``exc``, raised by a boto3 call doing ``what`` (the secret scrubbed)."""
+        if isinstance(exc, RuntimeError) and self.closed:  # the pools are shut down
+            return ClosedError(f"{self!r} is closed")
+        return translate(exc, what, secret=self.settings.secret, default=error)
 
     def arn(self, service: str, name: str) -> str:
         """The ARN of resource ``name`` of ``service`` in this broker's account and region."""

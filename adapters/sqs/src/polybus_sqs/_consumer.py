@@ -64,6 +64,7 @@ class SqsConsumer(Consumer):
         super().__init__(topic, group, prefetch)
         self.ack_linger = topic.broker.settings.ack_linger
         self._keeper: asyncio.Task[None] | None = None
+        self._late: set[asyncio.Task[None]] = set()  # hand-backs of cancelled fetches' messages
         self._outage = Outage(topic.broker.reconnect, f"receiving from topic {topic.name!r}")
         self.ack_failures = 0
         """Acks that SQS refused for good (their messages will be redelivered)."""
@@ -94,10 +95,9 @@ class SqsConsumer(Consumer):
             started = time.monotonic()
             remaining = deadline - started
             try:
-                reply = await self._broker.call(
+                future = self._broker.submit(
                     "sqs",
                     "receive_message",
-                    retry=False,
                     receive=True,
                     QueueUrl=self.queue.url,
                     MaxNumberOfMessages=max(1, min(BATCH, max_messages)),
@@ -106,8 +106,17 @@ class SqsConsumer(Consumer):
                     MessageSystemAttributeNames=_SYSTEM_ATTRIBUTES,
                     VisibilityTimeout=self._broker.settings.visibility_timeout,
                 )
-            except TransientBrokerError as exc:
-                self._outage.failed(exc)  # re-raises it once the reconnect policy gives up
+                # shielded: a cancelled receive() leaves the call running; its messages are handed back
+                reply = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                future.add_done_callback(self._hand_back_late)
+                raise
+            except Exception as exc:
+                error = self._broker.failure(exc, "sqs receive_message")
+                error.__cause__ = exc
+                if not isinstance(error, TransientBrokerError):
+                    raise error from exc
+                self._outage.failed(error)  # re-raises it once the reconnect policy gives up
                 continue
             self._outage.ended()
             messages = reply.get("Messages") or []
@@ -117,6 +126,17 @@ class SqsConsumer(Consumer):
             if remaining <= 0.01 or self.closed:
                 return []
             await asyncio.sleep(min(remaining, 0.1))  # short polls when less than a second is left
+
+    def _hand_back_late(self, future: asyncio.Future[dict[str, Any]]) -> None:
+        """The reply of a fetch whose receive() was cancelled: make its messages visible again now."""
+        if future.cancelled() or future.exception() is not None:
+            return  # nothing was received (an error here is the next fetch's business)
+        messages = future.result().get("Messages") or []
+        if messages:
+            receipts = [Receipt(m["ReceiptHandle"], m["MessageId"], 0.0, "", {}, None) for m in messages]
+            task = asyncio.get_running_loop().create_task(self._make_visible(receipts))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
 
     def _delivery(self, m: dict[str, Any], started: float) -> Delivery:
         system = m.get("Attributes") or {}
@@ -242,18 +262,23 @@ class SqsConsumer(Consumer):
 
     # -- closing ------------------------------------------------------------------------------
 
-    async def _release(self, deliveries: list[Delivery]) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-        receipts = [d.native for d in deliveries]
+    async def _make_visible(self, receipts: list[Receipt]) -> None:
+        """Hand ``receipts`` back to the group now (visibility 0; on failure, when it runs out)."""
         for start in range(0, len(receipts), BATCH):
             chunk = receipts[start : start + BATCH]
-            try:  # visible again now; if this fails they come back when their visibility expires
+            try:
                 await self._batch("change_message_visibility_batch", chunk, {"VisibilityTimeout": 0})
             except PolybusError as exc:
                 log.warning(
                     "handing back %d messages failed (they return after their timeout): %s", len(chunk), exc
                 )
+
+    async def _release(self, deliveries: list[Delivery]) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+        if self._late:
+            await asyncio.gather(*self._late, return_exceptions=True)
+        await self._make_visible([d.native for d in deliveries])
         if self.group is None:
             try:
                 await _topology.remove_queue(self._broker, self.queue)
