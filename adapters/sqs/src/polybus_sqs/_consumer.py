@@ -2,8 +2,9 @@
 
 - Fetch: ``ReceiveMessage`` of up to 10 (bounded by prefetch), long-polling within the timeout.
 - ack: ``DeleteMessageBatch`` of up to 10; the core coalesces the acks (an ack is only ever queued
-  after its handler called ``ack()``) and hands them to ``_ack_batch`` when 10 are waiting, after
-  ``ack_linger`` seconds, or on close.
+  after its handler called ``ack()``) and hands them to ``_ack_batch`` after ``ack_linger`` seconds
+  (or at once when ``ack_batch_size`` are waiting: then the ack that completes it waits for them),
+  and on close; ``ack()`` itself never waits for SQS in between.
 - nack(delay): ``ChangeMessageVisibility`` to ``delay`` (0 without one): nothing else waits.
 - reject: delete, or with ``dead_letter_after`` set, copy to the group's dead-letter queue, then delete.
 - attempt: ``ApproximateReceiveCount``. Held messages (buffered or handed out, not settled) have
@@ -57,8 +58,6 @@ class SqsConsumer(Consumer):
 
     topic: SqsTopic
     queue: _topology.Queue
-
-    ack_batch_size = BATCH  # a full DeleteMessageBatch goes at once; a partial one waits ack_linger
 
     def __init__(self, topic: SqsTopic, group: str | None, prefetch: int) -> None:
         super().__init__(topic, group, prefetch)
