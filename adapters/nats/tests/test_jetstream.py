@@ -195,3 +195,42 @@ async def test_receiving_from_a_deleted_topic_raises_not_found(polybus_url: str)
                 with pytest.raises(polybus.NotFoundError):
                     for _ in range(20):  # the server tells at the next pull request
                         await consumer.receive(timeout=0.5)
+
+
+@pytest.mark.polybus(timeout=60)
+async def test_listener_may_start_from_the_earliest_message(polybus_url: str) -> None:
+    async with polybus.connect(polybus_url) as broker:
+        topic = broker.topic(unique_name("replayl"))
+        try:
+            async with topic.producer() as producer:
+                await producer.send_many([b"1", b"2"])
+            async with topic.consumer(start="earliest") as listener, topic.consumer() as latest:
+                got = [await listener.receive(timeout=10) for _ in range(2)]
+                assert [d.body for d in got if d] == [b"1", b"2"]
+                assert await latest.receive(timeout=0.5) is None
+        finally:
+            await topic.delete()
+
+
+async def test_max_message_size_setting_below_max_payload_is_the_limit(polybus_url: str) -> None:
+    async with polybus.connect(polybus_url, max_message_size=1000) as broker:
+        assert broker.capabilities.max_message_size == 1000
+        topic = broker.topic(unique_name("small"))
+        try:
+            async with topic.producer() as producer:
+                with pytest.raises(polybus.MessageTooLargeError):
+                    await producer.send(b"x" * 1001)
+                await producer.send(b"x" * 900)
+        finally:
+            await topic.delete()
+
+
+async def test_reconnect_delays_follow_the_policy_and_restart_after_each_disconnect() -> None:
+    policy = polybus.ReconnectPolicy(initial=0.1, multiplier=2, maximum=0.3, jitter=0, max_attempts=4)
+    broker = NatsBroker(NatsSettings(reconnect=policy))
+    delays = []
+    for _ in range(2):
+        await broker._on_disconnected()
+        delays.append([broker._next_server([], {})[1] for _ in range(5)])
+    # max_attempts=4 gives 3 delays; after them a connection keeps trying every `maximum` seconds
+    assert delays == [[0.1, 0.2, 0.3, 0.3, 0.3]] * 2

@@ -1,4 +1,5 @@
-"""A killed consumer process, a server restart, and credentials on a failed connect."""
+"""A killed consumer process, a server restart (with and without nats-py's reconnect switch), and
+credentials on a failed connect."""
 
 from __future__ import annotations
 
@@ -165,6 +166,50 @@ async def test_sends_during_a_server_restart_are_stored_or_raise(own_server: Own
                     got.add(d.body)
                     await d.ack()
         assert {b"before", b"after", *confirmed} <= got
+
+
+async def _send_through_a_restart(broker: polybus.Broker, server: OwnServer) -> None:
+    """Kill and restart ``server``: the broker's connection comes back and a send goes through."""
+    topic = broker.topic(unique_name("back"))
+    async with topic.consumer("g") as consumer, topic.producer() as producer:
+        await producer.send(b"before")
+        server.kill()
+        await asyncio.sleep(0.5)
+        server.start()
+        await asyncio.wait_for(producer.send(b"after"), 30)
+        got: list[bytes] = []
+        while len(got) < 2 and (d := await consumer.receive(timeout=10)) is not None:
+            got.append(d.body)
+            await d.ack()
+    assert got == [b"before", b"after"]
+
+
+@pytest.mark.polybus(timeout=90)
+async def test_the_installed_nats_py_has_the_reconnect_switch(own_server: OwnServer) -> None:
+    """The primary path of ``_compat.enable_reconnect``: if a nats-py upgrade breaks it, this fails."""
+    from polybus_nats import NatsBroker, _compat
+
+    async with polybus.connect(f"nats://127.0.0.1:{own_server.port}") as broker:
+        assert isinstance(broker, NatsBroker)
+        assert all(broker.nc.options.get(key) == value for key, value in _compat.RECONNECT_FOREVER.items())
+        assert _compat.enable_reconnect(broker.nc)
+        await _send_through_a_restart(broker, own_server)
+
+
+@pytest.mark.polybus(timeout=90)
+async def test_without_the_reconnect_switch_the_broker_still_reconnects(
+    own_server: OwnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback of ``_compat.enable_reconnect``: a second connection, reconnecting from the start."""
+    from polybus_nats import _compat
+
+    monkeypatch.setattr(_compat, "_SWITCHES", ("allow_reconnect", "a_key_this_nats_py_lacks"))
+    async with polybus.connect(f"nats://127.0.0.1:{own_server.port}") as broker:
+        await _send_through_a_restart(broker, own_server)
+    # the first connect still fails at once when nobody listens
+    with pytest.raises(polybus.BrokerConnectionError):
+        async with polybus.connect(f"nats://127.0.0.1:{_free_port()}?connect_timeout=1") as nobody:
+            await nobody.topic("t").ensure()
 
 
 @pytest.mark.polybus(timeout=60)

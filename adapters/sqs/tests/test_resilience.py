@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -85,6 +86,24 @@ async def test_sends_during_an_outage_succeed_once_the_endpoint_is_back(polybus_
         await proxy.stop()
     assert sorted(d.body for d in got) == [b"before", b"during"]
     assert sent in {d.id for d in got}
+
+
+async def test_a_receive_raises_once_the_outage_outlasts_the_reconnect_policy(polybus_url: str) -> None:
+    async with TcpRelay(polybus_url) as proxy:
+        url = proxy.url + "&reconnect_initial=0.1&reconnect_maximum=0.2&reconnect_give_up_after=1.5"
+        async with polybus.connect(url) as broker:
+            topic = broker.topic(unique_name("giveup"))
+            async with topic.consumer(unique_name("g")) as consumer:
+                assert await consumer.receive(timeout=0.1) is None
+                await proxy.stop()
+                started = time.monotonic()
+                with pytest.raises(polybus.BrokerConnectionError):
+                    while time.monotonic() - started < 20:
+                        await consumer.receive(timeout=1)
+                assert time.monotonic() - started < 10
+                await proxy.start()
+                assert await consumer.receive(timeout=0.5) is None  # the endpoint is back: no error
+            await topic.delete()
 
 
 async def test_unreachable_endpoint_logs_and_raises_without_the_secret(

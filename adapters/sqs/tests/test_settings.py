@@ -71,3 +71,21 @@ def test_wire_roundtrip_of_awkward_bodies_and_headers() -> None:
         flat = _wire.decode_attributes(attributes)
         got_body, got_headers, key, mid = _wire.decode(text, flat)
         assert (got_body, got_headers, key, mid) == (body, headers, "k", message.id)
+
+
+def test_reconnect_policy_is_a_setting() -> None:
+    policy = polybus.ReconnectPolicy(initial=0.2, give_up_after=5)
+    broker = polybus.connect("sqs://h:1?tls=false", reconnect=policy)
+    assert isinstance(broker, SqsBroker)
+    assert broker.settings.reconnect == policy and broker.reconnect is policy
+    assert SqsSettings().reconnect == polybus.ReconnectPolicy()
+
+
+def test_keyword_tls_environment_and_reconnect_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SqsSettings.from_url("sqs://h:1", tls=False).endpoint_url == "http://h:1"
+    monkeypatch.setenv("POLYBUS_SQS_VISIBILITY_TIMEOUT", "7")
+    monkeypatch.setenv("POLYBUS_SQS_TLS", "false")
+    s = SqsSettings.from_url("sqs://h:1?reconnect_initial=0.5&reconnect_give_up_after=3&verify=false")
+    assert (s.visibility_timeout, s.endpoint_url, s.verify) == (7, "http://h:1", False)
+    assert (s.reconnect.initial, s.reconnect.give_up_after) == (0.5, 3)
+    assert SqsSettings.from_url("sqs://h:1", visibility_timeout=9).visibility_timeout == 9  # keywords win

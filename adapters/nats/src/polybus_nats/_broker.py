@@ -2,7 +2,8 @@
 
 Topic ``orders`` is stream ``{stream_prefix}orders`` holding subject ``{subject_prefix}orders``;
 a group is a durable pull consumer on it. The connection is re-established by nats-py with the
-backoff and jitter of the settings' :class:`~polybus.ReconnectPolicy`; subscriptions survive.
+delays of the settings' :class:`~polybus.ReconnectPolicy` (its backoff and jitter); subscriptions
+survive.
 Imports polybus core, nats-py and this package's modules.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -20,17 +21,19 @@ from nats.aio.client import Client as NATS
 from nats.aio.client import Server
 from nats.js import JetStreamContext, api
 
-from polybus import (
+from polybus import BrokerConnectionError, ClosedError, ConfigurationError
+from polybus.adapter import (
     Broker,
-    BrokerConnectionError,
     Capabilities,
-    ConfigurationError,
     GroupStats,
+    OptionsModel,
+    Start,
     Support,
     Topic,
     TopicStats,
+    describe_error,
 )
-from polybus._settings import describe_error
+from polybus_nats._compat import RECONNECT_FOREVER, enable_reconnect
 from polybus_nats._consumer import NatsConsumer
 from polybus_nats._errors import boundary, translate
 from polybus_nats._producer import NatsProducer
@@ -41,13 +44,14 @@ from polybus_nats._wire import HEADROOM
 __all__ = ["NatsBroker", "NatsTopic"]
 
 log = logging.getLogger("polybus.nats")
+T = TypeVar("T")
 
 STREAM_NAME_IN_USE = 10058
 SUBJECTS_OVERLAP = 10065
 
 
 def nats_capabilities(max_payload: int, settings: NatsSettings) -> Capabilities:
-    """What JetStream offers through this adapter."""
+    """What JetStream offers through this adapter, on a server with ``max_payload``."""
     return Capabilities(
         competing_consumers=Support.NATIVE,
         fan_out=Support.NATIVE,
@@ -59,7 +63,7 @@ def nats_capabilities(max_payload: int, settings: NatsSettings) -> Capabilities:
         priority=Support.UNSUPPORTED,
         dedup=Support.NATIVE,
         backlog_stats=Support.NATIVE,
-        max_message_size=max_payload - HEADROOM,
+        max_message_size=min(settings.max_message_size, max_payload - HEADROOM),
         dedup_window=settings.duplicate_window,
     )
 
@@ -76,6 +80,7 @@ class NatsBroker(Broker):
         self.capabilities = nats_capabilities(1024 * 1024, self.settings)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
+        self._reconnect_delays: Iterator[float] = iter(())
         self._publisher: Publisher | None = None
         self.slow_consumer_drops = 0
         """Messages nats-py dropped because a subscription's pending limit was hit (expected: 0)."""
@@ -93,29 +98,33 @@ class NatsBroker(Broker):
         scheme, _, rest = first.partition("://")
         return f"{scheme}://{auth}{rest}"
 
+    def _live(self, part: T | None) -> T:
+        """``part`` of the connection; raise if the broker is closed or not connected."""
+        if self.closed:
+            raise ClosedError(f"{self!r} is closed; create a new one")
+        if part is None:
+            raise BrokerConnectionError(f"{self.display_url} is not connected")
+        return part
+
     @property
     def nc(self) -> NATS:
         """The nats-py connection (open brokers only)."""
-        self._check_open()
-        if self._nc is None:
-            raise BrokerConnectionError(f"{self.display_url} is not connected")
-        return self._nc
+        return self._live(self._nc)
 
     @property
     def js(self) -> JetStreamContext:
         """The JetStream context of the connection (open brokers only)."""
-        self._check_open()
-        if self._js is None:
-            raise BrokerConnectionError(f"{self.display_url} is not connected")
-        return self._js
+        return self._live(self._js)
+
+    @property
+    def api_prefix(self) -> str:
+        """The subject prefix of the JetStream API (``$JS.API``): pull requests are sent under it."""
+        return api.DEFAULT_PREFIX
 
     @property
     def publisher(self) -> Publisher:
         """The pipelined publisher of the connection (open brokers only)."""
-        self._check_open()
-        if self._publisher is None:
-            raise BrokerConnectionError(f"{self.display_url} is not connected")
-        return self._publisher
+        return self._live(self._publisher)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -153,30 +162,41 @@ class NatsBroker(Broker):
         return options
 
     async def _open(self) -> None:
+        nc = await self._connect()
+        if not enable_reconnect(nc):
+            # this nats-py cannot turn reconnecting on afterwards: connect again with it on from the
+            # start (the first connect showed that the server is there and the credentials are good)
+            log.debug("nats-py has no reconnect switch; reconnecting with reconnect on")
+            with _quiet():
+                await nc.close()
+            nc = await self._connect(RECONNECT_FOREVER)
+        self._nc = nc
+        self._publisher = Publisher(nc)
+        self._js = nc.jetstream(
+            prefix=self.api_prefix,
+            timeout=self.settings.publish_timeout,
+            publish_async_max_pending=self.settings.max_pending_publishes,
+        )
+        self.capabilities = nats_capabilities(nc.max_payload, self.settings)
+
+    async def _connect(self, overrides: dict[str, Any] | None = None) -> NATS:
         nc = NATS()
         try:
             async with asyncio.timeout(self.settings.connect_timeout * 3 + 1):
-                await nc.connect(**self._connect_options())
+                await nc.connect(**{**self._connect_options(), **(overrides or {})})
         except (nats.errors.Error, OSError, TimeoutError, ValueError) as exc:
             text = describe_error(exc, "")
             for secret in (self.settings.password, self.settings.token):
                 if secret is not None:
                     text = text.replace(secret.get_secret_value(), "***")
             with _quiet():
-                await asyncio.wait_for(nc.close(), 2)  # nats-py can hang closing a half-open TLS link
+                async with asyncio.timeout(2):  # nats-py can hang closing a half-open TLS link
+                    await nc.close()
             # no ``from exc``: a client exception might quote what it was given
             raise BrokerConnectionError(
                 f"cannot connect to {self.display_url}: {type(exc).__name__}: {text}"
             ) from None
-        nc.options["allow_reconnect"] = True
-        nc.options["max_reconnect_attempts"] = -1
-        self._nc = nc
-        self._publisher = Publisher(nc)
-        self._js = nc.jetstream(
-            timeout=self.settings.publish_timeout,
-            publish_async_max_pending=self.settings.max_pending_publishes,
-        )
-        self.capabilities = nats_capabilities(nc.max_payload, self.settings)
+        return nc
 
     async def _aclose(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
@@ -192,10 +212,11 @@ class NatsBroker(Broker):
                 await nc.close()
 
     def _next_server(self, servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:
-        policy = self.settings.reconnect
-        tries = min(servers[0].reconnects if servers else 0, 30)
-        delay = min(policy.maximum, policy.initial * policy.multiplier**tries)
-        return None, delay * (1 - policy.jitter * random.random())
+        """nats-py's reconnect hook: any server (nats-py picks), after the policy's next delay."""
+        delay = next(self._reconnect_delays, None)
+        if delay is None:  # past the policy's max_attempts: a connection never gives up, it keeps trying
+            delay = self.settings.reconnect.maximum
+        return None, delay
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
@@ -208,7 +229,8 @@ class NatsBroker(Broker):
         log.debug("nats: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
-        if not self._closed:
+        self._reconnect_delays = self.settings.reconnect.delays()  # nats-py calls this before reconnecting
+        if not self.closed:
             log.warning("lost the connection to %s; reconnecting", self.display_url)
 
     async def _on_reconnected(self) -> None:
@@ -285,11 +307,13 @@ class NatsTopic(Topic):
         }
         return TopicStats(topic=self.name, groups=groups, messages=info.state.messages)
 
-    def _producer(self, options: Any) -> NatsProducer:
+    def _producer(self, options: OptionsModel) -> NatsProducer:
         return NatsProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> NatsConsumer:
-        return NatsConsumer(self, group, prefetch, start="earliest" if start == "earliest" else "new")
+    def _consumer(
+        self, group: str | None, prefetch: int, start: Start, options: OptionsModel
+    ) -> NatsConsumer:
+        return NatsConsumer(self, group, prefetch, start)
 
 
 class _quiet:

@@ -15,7 +15,7 @@ import collections
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors
@@ -23,8 +23,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api
 
-from polybus import ConfigurationError, Consumer, Delivery, NotFoundError, PolybusError
-from polybus._delivery import Outcome
+from polybus import NotFoundError, PolybusError
+from polybus.adapter import Consumer, Delivery, Outcome, Start
 from polybus_nats._errors import boundary, translate
 from polybus_nats._wire import parse_ack_subject, user_headers
 
@@ -49,17 +49,14 @@ ACK, TERM, IN_PROGRESS, NAK = b"+ACK", b"+TERM", b"+WPI", b"-NAK"
 class NatsConsumer(Consumer):
     """Pulls from a JetStream consumer: durable (named after the group) or ephemeral (no group).
 
-    ``start="earliest"`` makes a *new* group start from the first message the stream holds
-    (replay) instead of messages sent from now on; it has no effect on a group that exists.
+    ``start="earliest"`` makes a *new* group (or a listener) start from the first message the
+    stream holds (replay) instead of messages sent from now on; it has no effect on a group that
+    exists.
     """
 
     topic: NatsTopic
 
-    def __init__(
-        self, topic: NatsTopic, group: str | None, prefetch: int, *, start: Literal["new", "earliest"] = "new"
-    ) -> None:
-        if start not in ("new", "earliest"):
-            raise ConfigurationError(f"start must be 'new' or 'earliest', not {start!r}")
+    def __init__(self, topic: NatsTopic, group: str | None, prefetch: int, start: Start = "latest") -> None:
         super().__init__(topic, group, prefetch)
         self._start = start
         self._arrived: collections.deque[Msg] = collections.deque()
@@ -116,8 +113,7 @@ class NatsConsumer(Consumer):
             self._consumer_name = info.name
             if info.config.ack_wait:
                 self._ack_wait = info.config.ack_wait
-            prefix = broker.js._prefix  # "$JS.API", or the domain's prefix
-            self._next_subject = f"{prefix}.CONSUMER.MSG.NEXT.{self.topic.stream}.{info.name}"
+            self._next_subject = f"{broker.api_prefix}.CONSUMER.MSG.NEXT.{self.topic.stream}.{info.name}"
             self._inbox = nc.new_inbox()
             # flow control is by pull batch (bounded by prefetch): no client-side limit that could drop
             self._sub = await nc.subscribe(
@@ -165,13 +161,14 @@ class NatsConsumer(Consumer):
                 self._gone = True
                 continue
             remaining = deadline - now
-            if self._request_left <= 0 and not self._closed:
+            if self._request_left <= 0 and not self.closed:
                 await self._pull(max_messages, remaining)
-            if remaining <= 0 or self._closed:
+            if remaining <= 0 or self.closed:
                 return self._take(max_messages) if self._arrived else []
             self._event.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._event.wait()
 
     async def _check_exists(self) -> None:
         """Raise NotFoundError if the server no longer has this consumer (or its stream)."""
@@ -253,7 +250,8 @@ class NatsConsumer(Consumer):
         while self._request_left > 0 and (remaining := ends - loop.time()) > 0:
             self._event.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._event.wait()
 
     async def _keep_alive(self) -> None:
         """Tell the server every held delivery is still in progress, so long handlers keep it."""
@@ -261,7 +259,7 @@ class NatsConsumer(Consumer):
         nc = self.topic.broker.nc
         while True:
             await asyncio.sleep(interval)
-            held = [d.native.reply for d in (*self._unsettled, *self._buffer)]
+            held = [d.native.reply for d in self.held()]
             held.extend(m.reply for m in self._arrived)
             try:
                 for reply in held:
@@ -285,7 +283,8 @@ class NatsConsumer(Consumer):
             await self._await_request_end()
         if self._sub is not None:
             try:
-                await asyncio.wait_for(self._sub.drain(), broker.settings.publish_timeout)  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(broker.settings.publish_timeout):
+                    await self._sub.drain()  # type: ignore[no-untyped-call]
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 log.debug("drain failed: %s", translate(exc, "drain"))
                 with contextlib.suppress(nats.errors.Error, OSError):

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import nats.errors
 import nats.js.errors
 
-from polybus import MessageTooLargeError, NotFoundError, Producer, PublishError
-from polybus._message import Message
+from polybus import MessageTooLargeError, NotFoundError, PublishError
+from polybus.adapter import Message, Producer
 from polybus_nats._errors import translate
 from polybus_nats._wire import HEADROOM, wire_headers, wire_size
 

@@ -116,7 +116,8 @@ class Publisher:
         while len(batch.waiting) > low_water:
             batch.event.clear()
             try:
-                await asyncio.wait_for(batch.event.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                    await batch.event.wait()
             except TimeoutError:
                 return False
         return True

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import ssl
 import urllib.parse
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 from pydantic import SecretStr
 
-from polybus import ConfigurationError, ReconnectPolicy
-from polybus._settings import describe_error, split_url, tls_context, url_options
+from polybus.adapter import AdapterSettings, tls_context
 
 __all__ = ["NatsSettings"]
 
 DEFAULT_PORT = 4222
 
 
-class NatsSettings(pydantic.BaseModel):
-    """Options of ``nats://`` and ``tls://`` URLs; keyword options of ``connect()`` override the URL's."""
+class NatsSettings(AdapterSettings):
+    """Options of ``nats://`` and ``tls://`` URLs; keyword options of ``connect()`` override the URL's.
 
-    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+    ``reconnect`` (from the base) sets the backoff and jitter between reconnect attempts, and how
+    long a send retries through an outage; ``max_message_size`` is capped by the server's
+    ``max_payload`` (less 512 bytes for polybus's headers).
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("nats", "tls")
+    adapter_name: ClassVar[str] = "nats"
 
     # -- connection ---------------------------------------------------------------------------
     servers: list[str] = pydantic.Field(default_factory=lambda: [f"nats://127.0.0.1:{DEFAULT_PORT}"])
@@ -50,8 +55,6 @@ class NatsSettings(pydantic.BaseModel):
     name: str = "polybus"
     """Connection name shown in the server's monitoring."""
     connect_timeout: float = pydantic.Field(default=5.0, gt=0)
-    reconnect: ReconnectPolicy = pydantic.Field(default_factory=ReconnectPolicy)
-    """Backoff and jitter between reconnect attempts, and how long a send retries through an outage."""
 
     # -- streams (topics) ---------------------------------------------------------------------
     stream_prefix: str = ""
@@ -84,6 +87,13 @@ class NatsSettings(pydantic.BaseModel):
     """Seconds to wait for the server's confirmation before a send is retried (with the same id)."""
     max_pending_publishes: int = pydantic.Field(default=4000, ge=1)
     """Most publishes awaiting confirmation at once (the pipeline window)."""
+
+    @pydantic.field_validator("servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):  # ?servers=nats://a:4222,nats://b:4222
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
 
     @pydantic.field_validator("stream_prefix")
     @classmethod
@@ -120,12 +130,9 @@ class NatsSettings(pydantic.BaseModel):
         )
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> NatsSettings:
-        """Parse ``nats://[user[:password]@]host[:port][?option=value...]`` (or ``tls://``)."""
-        parts = split_url(url)
+    def url_values(cls, parts: urllib.parse.SplitResult) -> dict[str, Any]:
+        """The server, TLS and credentials of ``nats://[user[:password]@]host[:port]`` (or ``tls://``)."""
         scheme = parts.scheme.lower()
-        if scheme not in ("nats", "tls"):
-            raise ConfigurationError(f"the nats adapter handles nats:// and tls:// URLs, not {scheme}://")
         values: dict[str, Any] = {}
         host = parts.hostname or "127.0.0.1"
         if ":" in host:
@@ -140,12 +147,4 @@ class NatsSettings(pydantic.BaseModel):
             else:
                 values["user"] = user
                 values["password"] = urllib.parse.unquote(parts.password)
-        query = url_options(parts)
-        if "servers" in query:
-            query["servers"] = [s.strip() for s in query["servers"].split(",") if s.strip()]
-        values.update(query)
-        values.update(options)
-        try:
-            return cls(**values)
-        except pydantic.ValidationError as exc:
-            raise ConfigurationError(f"invalid nats options: {describe_error(exc, url)}") from None
+        return values

@@ -2,8 +2,8 @@
 
 boto3 is synchronous, so every call runs on one of two bounded thread pools (long polls on their
 own, so that waiting consumers never starve publishes and acks) and the event loop never blocks.
-Transient failures (endpoint unreachable, throttling, 5xx) are retried with the broker's
-``ReconnectPolicy`` (backoff and jitter); what still fails raises a polybus error.
+Transient failures (endpoint unreachable, throttling, 5xx) are retried with the settings'
+``reconnect`` policy (backoff and jitter); what still fails raises a polybus error.
 """
 
 from __future__ import annotations
@@ -14,7 +14,17 @@ import functools
 import logging
 from typing import Any, Literal
 
-from polybus import Broker, Capabilities, PolybusError, ReconnectPolicy, Support, Topic, TopicStats
+from polybus import ClosedError, PolybusError
+from polybus.adapter import (
+    Broker,
+    Capabilities,
+    OptionsModel,
+    ReconnectPolicy,
+    Start,
+    Support,
+    Topic,
+    TopicStats,
+)
 from polybus_sqs import _topology
 from polybus_sqs._errors import TransientBrokerError, translate
 from polybus_sqs._settings import SqsSettings
@@ -26,19 +36,13 @@ Service = Literal["sns", "sqs", "sts"]
 
 
 class SqsBroker(Broker):
-    """Amazon SQS with SNS fan-out: ``polybus.connect("sqs://?region=eu-west-1")``.
-
-    ``reconnect`` (a :class:`~polybus.ReconnectPolicy`) governs retries of transient failures.
-    """
+    """Amazon SQS with SNS fan-out: ``polybus.connect("sqs://?region=eu-west-1")``."""
 
     scheme = "sqs"
 
-    def __init__(
-        self, settings: SqsSettings | None = None, *, reconnect: ReconnectPolicy | None = None
-    ) -> None:
+    def __init__(self, settings: SqsSettings | None = None) -> None:
         super().__init__()
         self.settings = settings or SqsSettings()
-        self.reconnect = reconnect or ReconnectPolicy()
         self.default_prefetch = self.settings.prefetch
         s = self.settings
         fifo = Support.NATIVE if s.fifo else Support.UNSUPPORTED
@@ -67,9 +71,14 @@ class SqsBroker(Broker):
         self._queues: dict[tuple[str, str | None], _topology.Queue] = {}
 
     @classmethod
-    def from_url(cls, url: str, *, reconnect: ReconnectPolicy | None = None, **options: Any) -> SqsBroker:
+    def from_url(cls, url: str, **options: Any) -> SqsBroker:
         """Build from ``sqs://...``; keyword options override the URL's (see :class:`SqsSettings`)."""
-        return cls(SqsSettings.from_url(url, **options), reconnect=reconnect)
+        return cls(SqsSettings.from_url(url, **options))
+
+    @property
+    def reconnect(self) -> ReconnectPolicy:
+        """The settings' policy for retrying transient failures."""
+        return self.settings.reconnect
 
     @property
     def display_url(self) -> str:
@@ -133,11 +142,8 @@ class SqsBroker(Broker):
         except Exception as exc:
             raise translate(exc, "creating the boto3 clients", secret=s.secret) from exc
 
-    async def aclose(self) -> None:
-        """Close every producer and consumer (flushing acks, handing back held messages), then the pools."""
-        if self._closed:
-            return
-        await super().aclose()
+    async def _aclose(self) -> None:
+        # the base closed every producer and consumer first (flushing acks, handing back held messages)
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -164,28 +170,36 @@ class SqsBroker(Broker):
         **params: Any,
     ) -> dict[str, Any]:
         """Run ``client.operation(**params)`` on a worker thread; translate errors; retry transient ones."""
-        pool = self._receive_pool if receive else self._pool
-        if pool is None:
-            raise PolybusError(f"{self!r} is not open")
-        method = getattr(self._clients[service], operation)
-        loop = asyncio.get_running_loop()
 
         async def once() -> dict[str, Any]:
             try:
-                result: dict[str, Any] = await loop.run_in_executor(pool, functools.partial(method, **params))
+                return await self.submit(service, operation, receive=receive, **params)
             except Exception as exc:
-                if isinstance(exc, RuntimeError) and self._closed:
-                    from polybus import ClosedError
-
-                    raise ClosedError(f"{self!r} is closed") from None
-                raise translate(
-                    exc, f"{service} {operation}", secret=self.settings.secret, default=error
-                ) from exc
-            return result
+                raise self.failure(exc, f"{service} {operation}", error) from exc
 
         if not retry:
             return await once()
         return await self.reconnect.run(once, retry_on=(TransientBrokerError,), what=f"{service} {operation}")
+
+    def submit(
+        self, service: Service, operation: str, /, *, receive: bool = False, **params: Any
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Start ``client.operation(**params)`` on a worker thread: a future of the reply (or boto3's error).
+
+        For callers that must see the reply even when they are cancelled meanwhile (see
+        :meth:`failure` to translate its error); :meth:`call` is the usual way.
+        """
+        pool = self._receive_pool if receive else self._pool
+        if pool is None:
+            raise PolybusError(f"{self!r} is not open")
+        method = getattr(self._clients[service], operation)
+        return asyncio.get_running_loop().run_in_executor(pool, functools.partial(method, **params))
+
+    def failure(self, exc: Exception, what: str, error: type[PolybusError] = PolybusError) -> PolybusError:
+        """The polybus error for ``exc``, raised by a boto3 call doing ``what`` (the secret scrubbed)."""
+        if isinstance(exc, RuntimeError) and self.closed:  # the pools are shut down
+            return ClosedError(f"{self!r} is closed")
+        return translate(exc, what, secret=self.settings.secret, default=error)
 
     def arn(self, service: str, name: str) -> str:
         """The ARN of resource ``name`` of ``service`` in this broker's account and region."""
@@ -234,12 +248,12 @@ class SqsTopic(Topic):
         groups = await _topology.topic_stats(self.broker, self.name, self.arn)
         return TopicStats(topic=self.name, groups=groups)
 
-    def _producer(self, options: Any) -> Any:
+    def _producer(self, options: OptionsModel) -> Any:
         from polybus_sqs._producer import SqsProducer
 
         return SqsProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> Any:
-        from polybus_sqs._consumer import SqsConsumer
+    def _consumer(self, group: str | None, prefetch: int, start: Start, options: OptionsModel) -> Any:
+        from polybus_sqs._consumer import SqsConsumer  # "earliest" never comes: replay is unsupported
 
         return SqsConsumer(self, group, prefetch)

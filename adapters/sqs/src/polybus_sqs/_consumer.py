@@ -1,14 +1,18 @@
 """``SqsConsumer``: a member of a group, i.e. a reader of the group's SQS queue.
 
 - Fetch: ``ReceiveMessage`` of up to 10 (bounded by prefetch), long-polling within the timeout.
-- ack: ``DeleteMessageBatch``; acks are coalesced (an ack is only ever queued after its handler
-  called ``ack()``), and flushed when 10 are waiting, after ``ack_linger`` seconds, or on close.
+- ack: ``DeleteMessageBatch`` of up to 10; the core coalesces the acks (an ack is only ever queued
+  after its handler called ``ack()``) and hands them to ``_ack_batch`` after ``ack_linger`` seconds
+  (or at once when ``ack_batch_size`` are waiting: then the ack that completes it waits for them),
+  and on close; ``ack()`` itself never waits for SQS in between.
 - nack(delay): ``ChangeMessageVisibility`` to ``delay`` (0 without one): nothing else waits.
 - reject: delete, or with ``dead_letter_after`` set, copy to the group's dead-letter queue, then delete.
 - attempt: ``ApproximateReceiveCount``. Held messages (buffered or handed out, not settled) have
   their visibility extended before it runs out, so a long handler is not redelivered meanwhile.
 - Closing hands held messages back (visibility 0); a killed process's come back on their own when
   their visibility timeout expires.
+- A transient failure of ``ReceiveMessage`` is waited out with the settings' ``reconnect`` policy
+  (the core's ``Outage``); the fetch raises once the policy gives up.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from polybus import Consumer, Delivery, NotFoundError, Outcome, PolybusError
+from polybus import NotFoundError, PolybusError
+from polybus.adapter import Consumer, Delivery, Outage, Outcome
 from polybus_sqs import _topology, _wire
 from polybus_sqs._errors import TransientBrokerError, error_code
 
@@ -56,11 +61,10 @@ class SqsConsumer(Consumer):
 
     def __init__(self, topic: SqsTopic, group: str | None, prefetch: int) -> None:
         super().__init__(topic, group, prefetch)
-        self._acks: list[Receipt] = []
-        self._ack_task: asyncio.Task[None] | None = None
+        self.ack_linger = topic.broker.settings.ack_linger
         self._keeper: asyncio.Task[None] | None = None
-        self._outage_since: float | None = None
-        self._delays = topic.broker.reconnect.delays()
+        self._late: set[asyncio.Task[None]] = set()  # hand-backs of cancelled fetches' messages
+        self._outage = Outage(topic.broker.reconnect, f"receiving from topic {topic.name!r}")
         self.ack_failures = 0
         """Acks that SQS refused for good (their messages will be redelivered)."""
 
@@ -83,16 +87,16 @@ class SqsConsumer(Consumer):
     # -- receiving ----------------------------------------------------------------------------
 
     async def _fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - loop.time()
+            if not await self._outage.ready(deadline):  # backing off, past the deadline
+                return []
             started = time.monotonic()
+            remaining = deadline - started
             try:
-                reply = await self._broker.call(
+                future = self._broker.submit(
                     "sqs",
                     "receive_message",
-                    retry=False,
                     receive=True,
                     QueueUrl=self.queue.url,
                     MaxNumberOfMessages=max(1, min(BATCH, max_messages)),
@@ -101,31 +105,37 @@ class SqsConsumer(Consumer):
                     MessageSystemAttributeNames=_SYSTEM_ATTRIBUTES,
                     VisibilityTimeout=self._broker.settings.visibility_timeout,
                 )
-            except TransientBrokerError as exc:
-                await self._outage(exc, deadline - loop.time())
-                return []
-            self._outage_since = None
+                # shielded: a cancelled receive() leaves the call running; its messages are handed back
+                reply = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                future.add_done_callback(self._hand_back_late)
+                raise
+            except Exception as exc:
+                error = self._broker.failure(exc, "sqs receive_message")
+                error.__cause__ = exc
+                if not isinstance(error, TransientBrokerError):
+                    raise error from exc
+                self._outage.failed(error)  # re-raises it once the reconnect policy gives up
+                continue
+            self._outage.ended()
             messages = reply.get("Messages") or []
             if messages:
                 return [self._delivery(m, started) for m in messages]
-            remaining = deadline - loop.time()
-            if remaining <= 0.01 or self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.01 or self.closed:
                 return []
             await asyncio.sleep(min(remaining, 0.1))  # short polls when less than a second is left
 
-    async def _outage(self, exc: TransientBrokerError, remaining: float) -> None:
-        """Wait (with backoff) through a transient failure; raise once it outlasted the reconnect policy."""
-        now = time.monotonic()
-        if self._outage_since is None:
-            self._outage_since = now
-            self._delays = self._broker.reconnect.delays()
-        give_up = self._broker.reconnect.give_up_after
-        delay = next(self._delays, None)
-        if delay is None or (give_up is not None and now - self._outage_since > give_up):
-            self._outage_since = None
-            raise exc
-        log.warning("receiving from %s failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
-        await asyncio.sleep(max(0.0, min(delay, remaining)))
+    def _hand_back_late(self, future: asyncio.Future[dict[str, Any]]) -> None:
+        """The reply of a fetch whose receive() was cancelled: make its messages visible again now."""
+        if future.cancelled() or future.exception() is not None:
+            return  # nothing was received (an error here is the next fetch's business)
+        messages = future.result().get("Messages") or []
+        if messages:
+            receipts = [Receipt(m["ReceiptHandle"], m["MessageId"], 0.0, "", {}, None) for m in messages]
+            task = asyncio.get_running_loop().create_task(self._make_visible(receipts))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
 
     def _delivery(self, m: dict[str, Any], started: float) -> Delivery:
         system = m.get("Attributes") or {}
@@ -175,9 +185,19 @@ class SqsConsumer(Consumer):
             return
         if outcome is Outcome.REJECT and self.queue.dlq_url is not None:
             await self._dead_letter(receipt)
-        self._acks.append(receipt)
-        if self._ack_task is None or self._ack_task.done():
-            self._ack_task = asyncio.get_running_loop().create_task(self._flush_acks())
+        await self._batch("delete_message_batch", [receipt], {})  # a reject (acks come to _ack_batch)
+
+    async def _ack_batch(self, deliveries: list[Delivery]) -> None:
+        receipts: list[Receipt] = [d.native for d in deliveries]
+        for start in range(0, len(receipts), BATCH):
+            chunk = receipts[start : start + BATCH]
+            try:
+                await self._batch("delete_message_batch", chunk, {})
+            except PolybusError as exc:
+                self.ack_failures += len(chunk)
+                log.warning(
+                    "deleting %d acked messages failed (they will be redelivered): %s", len(chunk), exc
+                )
 
     async def _dead_letter(self, receipt: Receipt) -> None:
         attributes = {
@@ -191,18 +211,6 @@ class SqsConsumer(Consumer):
             params["MessageGroupId"] = receipt.group_id or receipt.message_id
             params["MessageDeduplicationId"] = receipt.message_id
         await self._broker.call("sqs", "send_message", **params)
-
-    async def _flush_acks(self) -> None:
-        linger = self._broker.settings.ack_linger
-        if linger and len(self._acks) < BATCH and not self._closed:
-            await asyncio.sleep(linger)
-        while self._acks:
-            batch, self._acks = self._acks[:BATCH], self._acks[BATCH:]
-            try:
-                await self._batch("delete_message_batch", batch, {})
-            except PolybusError as exc:
-                self.ack_failures += len(batch)
-                log.error("deleting %d acked messages failed (they will be redelivered): %s", len(batch), exc)
 
     async def _batch(self, operation: str, receipts: list[Receipt], extra: dict[str, Any]) -> None:
         """Run a batch call on ``receipts``; retry entries that failed on the server's side only."""
@@ -238,11 +246,7 @@ class SqsConsumer(Consumer):
         while True:
             await asyncio.sleep(max(0.2, timeout / 4))
             now = time.monotonic()
-            due = [
-                d.native
-                for d in [*self._buffer, *self._unsettled]
-                if d.outcome is None and d.native.visible_until - now < timeout / 2
-            ]
+            due = [d.native for d in self.held() if d.native.visible_until - now < timeout / 2]
             for start in range(0, len(due), BATCH):
                 chunk = due[start : start + BATCH]
                 try:
@@ -257,21 +261,23 @@ class SqsConsumer(Consumer):
 
     # -- closing ------------------------------------------------------------------------------
 
-    async def _release(self, deliveries: list[Delivery]) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-        if self._ack_task is not None:
-            await asyncio.gather(self._ack_task, return_exceptions=True)
-        await self._flush_acks()
-        receipts = [d.native for d in deliveries]
+    async def _make_visible(self, receipts: list[Receipt]) -> None:
+        """Hand ``receipts`` back to the group now (visibility 0; on failure, when it runs out)."""
         for start in range(0, len(receipts), BATCH):
             chunk = receipts[start : start + BATCH]
-            try:  # visible again now; if this fails they come back when their visibility expires
+            try:
                 await self._batch("change_message_visibility_batch", chunk, {"VisibilityTimeout": 0})
             except PolybusError as exc:
                 log.warning(
                     "handing back %d messages failed (they return after their timeout): %s", len(chunk), exc
                 )
+
+    async def _release(self, deliveries: list[Delivery]) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+        if self._late:
+            await asyncio.gather(*self._late, return_exceptions=True)
+        await self._make_visible([d.native for d in deliveries])
         if self.group is None:
             try:
                 await _topology.remove_queue(self._broker, self.queue)

@@ -10,14 +10,13 @@ fill options that neither the URL nor keywords set. Imports nothing from the res
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from polybus import ConfigurationError
-from polybus._settings import describe_error, split_url, url_options
+from polybus.adapter import AdapterSettings
 
 __all__ = ["SNS_DEFAULT_MAX_SIZE", "SqsSettings"]
 
@@ -25,10 +24,28 @@ SNS_DEFAULT_MAX_SIZE = 256 * 1024
 """Largest message (body plus attributes) an SNS topic accepts unless configured otherwise."""
 
 
-class SqsSettings(BaseSettings):
-    """Options of ``sqs://``; the URL's query string and ``connect()`` keywords set them."""
+_FALSE = ("false", "0", "no", "off")
+_ENDPOINT_HOST = "endpoint_host"
+"""What :meth:`SqsSettings.url_values` gives: the URL's ``host:port``, made an ``endpoint_url`` once ``tls``
+(query, keyword or environment) is known."""
 
-    model_config = SettingsConfigDict(env_prefix="POLYBUS_SQS_", extra="forbid", hide_input_in_errors=True)
+
+class SqsSettings(AdapterSettings, BaseSettings):
+    """Options of ``sqs://``; the URL's query string and ``connect()`` keywords set them.
+
+    ``reconnect`` (from the base) sets how transient failures (endpoint unreachable, time-outs,
+    throttling, 5xx) are retried, and when to give up.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="POLYBUS_SQS_",
+        extra="forbid",
+        frozen=True,
+        arbitrary_types_allowed=True,
+        hide_input_in_errors=True,
+    )
+    schemes: ClassVar[tuple[str, ...]] = ("sqs",)
+    adapter_name: ClassVar[str] = "sqs"
 
     endpoint_url: str | None = None
     """``http(s)://host:port`` of an emulator or private endpoint; ``None`` for AWS itself."""
@@ -77,29 +94,36 @@ class SqsSettings(BaseSettings):
         return self.secret_access_key.get_secret_value() if self.secret_access_key else None
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> SqsSettings:
-        """Parse ``sqs://...``; keyword ``options`` override the URL's query string."""
-        parts = split_url(url)
-        if parts.scheme.lower() != "sqs":
-            raise ConfigurationError(f"not an sqs:// URL: {parts.scheme}://")
-        values: dict[str, Any] = dict(url_options(parts))
+    def url_values(cls, parts: urllib.parse.SplitResult) -> dict[str, Any]:
+        """The credentials and the endpoint's ``host:port`` of ``sqs://[KEY:SECRET@][HOST[:PORT]]``."""
+        values: dict[str, Any] = {}
         if parts.username:
             values["access_key_id"] = urllib.parse.unquote(parts.username)
         if parts.password:
             values["secret_access_key"] = urllib.parse.unquote(parts.password)
         host = parts.netloc.rpartition("@")[2]
-        tls = values.get("tls", options.get("tls", True))
-        if isinstance(tls, str):
-            tls = tls.strip().lower() not in ("false", "0", "no", "off")
         if host:
-            values["endpoint_url"] = f"{'https' if tls else 'http'}://{host}"
-        if isinstance(values.get("verify"), str) and values["verify"].lower() in ("true", "false", "1", "0"):
-            values["verify"] = values["verify"].lower() in ("true", "1")
-        values.update(options)
-        try:
-            return cls(**values)
-        except pydantic.ValidationError as exc:
-            raise ConfigurationError(f"invalid sqs:// options: {describe_error(exc, url)}") from None
+            values[_ENDPOINT_HOST] = host
+        return values
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _endpoint_from_host(cls, data: Any) -> Any:
+        if isinstance(data, dict) and _ENDPOINT_HOST in data:
+            data = dict(data)
+            host = data.pop(_ENDPOINT_HOST)
+            tls = data.get("tls", True)
+            if isinstance(tls, str):
+                tls = tls.strip().lower() not in _FALSE
+            data.setdefault("endpoint_url", f"{'https' if tls else 'http'}://{host}")
+        return data
+
+    @pydantic.field_validator("verify", mode="before")
+    @classmethod
+    def _verify_flag(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0"):
+            return value.strip().lower() in ("true", "1")  # ?verify=false, not a CA bundle called "false"
+        return value
 
     def display_url(self) -> str:
         """The URL with the secret key replaced by ``***``."""

@@ -21,8 +21,7 @@ import json
 import re
 from typing import Any
 
-from polybus import Message
-from polybus._message import ID_HEADER
+from polybus.adapter import ID_HEADER, Message
 
 __all__ = [
     "ENCODING",
