@@ -27,7 +27,7 @@ from polybus import (
     Topic,
     TopicStats,
 )
-from polybus_redis._connection import Command, Reply, roundtrip
+from polybus_redis._connection import Command, Finisher, Reply, raise_lost_cancel, roundtrip
 from polybus_redis._errors import ConnectionLost, translate
 from polybus_redis._scripts import ENSURE, SCRIPTS, STATS
 from polybus_redis._settings import ConsumerOptions, RedisSettings
@@ -131,11 +131,14 @@ class RedisBroker(Broker):
         """
 
         async def once() -> list[Reply]:
+            task = asyncio.current_task()
+            cancels = task.cancelling() if task is not None else 0
             try:
                 conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
             except Exception as exc:
                 raise self.translate(exc, what) from exc
             try:
+                raise_lost_cancel(task, cancels)  # redis-py may have connected it with wait_for
                 return await self.run_on(conn, list(commands), what=what, ignore=ignore, check=check)
             finally:
                 await self.pool.release(conn)
@@ -152,13 +155,17 @@ class RedisBroker(Broker):
         what: str,
         ignore: tuple[str, ...] = (),
         check: bool = True,
+        finisher: Finisher | None = None,
     ) -> list[Reply]:
-        """One round trip on ``conn``, reloading the scripts once if the server forgot them."""
+        """One round trip on ``conn``, reloading the scripts once if the server forgot them.
+
+        ``finisher``: see :func:`~polybus_redis._connection.roundtrip`.
+        """
         try:
-            replies = await roundtrip(conn, commands)
+            replies = await roundtrip(conn, commands, finisher)
             if any(isinstance(r, NoScriptError) for r in replies):
                 await roundtrip(conn, [["SCRIPT", "LOAD", s.text] for s in SCRIPTS])
-                replies = await roundtrip(conn, commands)
+                replies = await roundtrip(conn, commands, finisher)
         except Exception as exc:
             raise self.translate(exc, what) from exc
         if check:

@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from polybus import ConfigurationError, Consumer, Delivery, Outcome, PolybusError
@@ -73,6 +74,8 @@ class RedisConsumer(Consumer):
         self._history: bytes | None = b"0-0"
         self._next_claim = 0.0
         self._cursor: bytes = b"0-0"
+        self._kept: list[Delivery] = []
+        self._answered = False
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f" name={self.name!r}>"
@@ -107,46 +110,68 @@ class RedisConsumer(Consumer):
         return []
 
     async def _fetch_once(self, n: int, deadline: float) -> list[Delivery]:
-        assert self._link is not None
+        if self._kept:  # read by a fetch that was cancelled after Redis answered it
+            out, self._kept = self._kept[:n], self._kept[n:]
+            return out
         loop = asyncio.get_running_loop()
         if self._history is not None:
-            ((last, entries),) = await self._link.call(
-                [HISTORY.command([self._key], [self._group_name, self.name, n, self._history])],
-                what="read own pending entries",
-            )
-            self._history = last or None
-            return [self._delivery(e[0], e[1], e[2]) for e in entries]
+            command = HISTORY.command([self._key], [self._group_name, self.name, n, self._history])
+            return await self._call([command], "read own pending entries", self._parse_history)
         if loop.time() >= self._next_claim:
             self._next_claim = loop.time() + self._claim_interval
-            ((cursor, entries),) = await self._link.call(
-                [
-                    CLAIM.command(
-                        [self._key, self._due],
-                        [self._group_name, self.name, PARKED, self._vt_ms, n, self._cursor],
-                    )
-                ],
-                what="reclaim entries",
+            command = CLAIM.command(
+                [self._key, self._due], [self._group_name, self.name, PARKED, self._vt_ms, n, self._cursor]
             )
-            self._cursor = cursor
-            if len(entries) >= n:  # maybe more to reclaim: claim again on the next fetch
+            out = await self._call([command], "reclaim entries", self._parse_claim)
+            if len(out) >= n:  # maybe more to reclaim: claim again on the next fetch
                 self._next_claim = loop.time()
-            if entries:
-                return [self._delivery(e[0], e[1], e[2]) for e in entries]
+            if out:
+                return out
         read: list[Any] = ["XREADGROUP", "GROUP", self._group_name, self.name, "COUNT", n]
         block_ms = int((min(deadline, self._next_claim) - loop.time()) * 1000)
         if block_ms > 0:
             read += ["BLOCK", block_ms]
         read += ["STREAMS", self._key, ">"]
         acks, self._acks = self._acks, []
-        commands = [["XACK", self._key, self._group_name, *acks], read] if acks else [read]
+        commands: list[Command] = [["XACK", self._key, self._group_name, *acks], read] if acks else [read]
         try:
-            replies = await self._link.call(commands, what=f"read from {self.topic.name!r}")
+            return await self._call(commands, f"read from {self.topic.name!r}", self._parse_read)
         except BaseException:
-            self._acks[:0] = acks  # sent again later: XACK is idempotent
+            if not self._answered:
+                self._acks[:0] = acks  # sent again later: XACK is idempotent
             raise
-        return self._parse_read(replies[-1])
 
-    def _parse_read(self, reply: Reply) -> list[Delivery]:
+    async def _call(
+        self, commands: list[Command], what: str, parse: Callable[[list[Reply]], list[Delivery]]
+    ) -> list[Delivery]:
+        """``commands`` on the blocking link, their replies parsed into deliveries.
+
+        When the call is cancelled after Redis answered, the deliveries are kept for the next fetch.
+        """
+        assert self._link is not None
+        self._answered = False
+        try:
+            replies = await self._link.call(commands, what=what)
+        except asyncio.CancelledError:
+            kept = self._link.take_kept()
+            if kept is not None:
+                self._answered = True
+                self._kept += parse(kept)
+            raise
+        return parse(replies)
+
+    def _parse_history(self, replies: list[Reply]) -> list[Delivery]:
+        ((last, entries),) = replies
+        self._history = last or None
+        return [self._delivery(e[0], e[1], e[2]) for e in entries]
+
+    def _parse_claim(self, replies: list[Reply]) -> list[Delivery]:
+        ((cursor, entries),) = replies
+        self._cursor = cursor
+        return [self._delivery(e[0], e[1], e[2]) for e in entries]
+
+    def _parse_read(self, replies: list[Reply]) -> list[Delivery]:
+        reply = replies[-1]
         if not reply:
             return []
         return [self._delivery(entry_id, fields, 1) for entry_id, fields in reply[0][1]]
@@ -216,6 +241,7 @@ class RedisConsumer(Consumer):
         while True:
             await asyncio.sleep(interval)
             held = [d.native for d in self._unsettled] + [d.native for d in self._buffer] + self._acks
+            held += [d.native for d in self._kept]
             if not held:
                 continue
             command = MOVE.command(
@@ -239,8 +265,10 @@ class RedisConsumer(Consumer):
         if self._acks:
             commands.append(["XACK", self._key, self._group_name, *self._acks])
             self._acks = []
-        if deliveries:
-            commands.append(self._move_command([d.native for d in deliveries], 0.0))
+        ids = [d.native for d in deliveries] + [d.native for d in self._kept]
+        self._kept = []
+        if ids:
+            commands.append(self._move_command(ids, 0.0))
         commands.append(LEAVE.command([self._key], [self._group_name, self.name]))
         try:
             await self.topic.broker.execute(commands, what="hand back held entries", ignore=("NOGROUP",))

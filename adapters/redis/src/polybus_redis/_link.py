@@ -15,6 +15,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from redis.exceptions import ResponseError
+
 from polybus_redis._connection import Command, Reply
 
 if TYPE_CHECKING:
@@ -27,13 +29,19 @@ log = logging.getLogger("polybus.redis")
 
 
 class BlockingLink:
-    """A consumer's own connection, for reads that may block for up to a second."""
+    """A consumer's own connection, for reads that may block for up to a second.
+
+    A call cancelled while its reply is awaited does not drop the connection: the link ends the
+    blocking read (``CLIENT UNBLOCK``), reads the reply, and keeps it for :meth:`take_kept`, so
+    that the entries Redis delivered meanwhile are not stranded in the consumer's pending list.
+    """
 
     def __init__(self, broker: RedisBroker) -> None:
         self.broker = broker
         self._conn = broker.pool.make_connection()  # type: ignore[no-untyped-call]
         self._client_id: int | None = None
         self._busy = False
+        self._kept: list[Reply] | None = None
 
     async def call(self, commands: Sequence[Command], *, what: str) -> list[Reply]:
         """Run ``commands`` pipelined on this connection; error replies raise (translated)."""
@@ -43,9 +51,27 @@ class BlockingLink:
             self._client_id = int(client_id)
         self._busy = True
         try:
-            return await self.broker.run_on(self._conn, list(commands), what=what)
+            return await self.broker.run_on(self._conn, list(commands), what=what, finisher=self)
         finally:
             self._busy = False
+
+    def take_kept(self) -> list[Reply] | None:
+        """The replies of the last call, if it was cancelled after Redis answered it (else ``None``)."""
+        kept, self._kept = self._kept, None
+        if kept is None or any(isinstance(r, ResponseError) for r in kept):
+            return None
+        return kept
+
+    async def unblock(self) -> None:
+        """:class:`~polybus_redis._connection.Finisher`: end the blocked read of a cancelled call."""
+        if self._client_id is not None:
+            await self.broker.execute(
+                [["CLIENT", "UNBLOCK", self._client_id]], what="unblock a cancelled read", retry=False
+            )
+
+    def keep(self, replies: list[Reply]) -> None:
+        """:class:`~polybus_redis._connection.Finisher`: hold the replies of a cancelled call."""
+        self._kept = replies
 
     def interrupt(self) -> None:
         """End a blocking read under way (it returns no entries)."""

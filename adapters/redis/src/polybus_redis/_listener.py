@@ -16,6 +16,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from polybus import Consumer, Delivery, Outcome
+from polybus_redis._connection import Reply
 from polybus_redis._errors import ConnectionLost
 from polybus_redis._link import BlockingLink, Outage
 from polybus_redis._wire import decode_fields, entry_timestamp
@@ -67,19 +68,30 @@ class RedisListener(Consumer):
                 command += ["BLOCK", block_ms]
             command += ["STREAMS", self.topic.key, self._cursor]
             try:
-                (reply,) = await self._link.call([command], what=f"listen to {self.topic.name!r}")
+                replies = await self._link.call([command], what=f"listen to {self.topic.name!r}")
             except ConnectionLost as exc:
                 self._outage.failed(exc)
-                reply = None
+            except asyncio.CancelledError:
+                kept = self._link.take_kept()
+                if kept is not None:  # Redis answered before the cancellation: keep what it sent
+                    self._ready.extend(self._parse(kept))
+                raise
             else:
                 self._outage.ended()
-            if reply:
-                entries = reply[0][1]
-                self._cursor = entries[-1][0]
-                return [self._delivery(entry_id, fields) for entry_id, fields in entries]
+                out = self._parse(replies)
+                if out:
+                    return out
             if loop.time() >= deadline - 0.001:
                 return []
         return []
+
+    def _parse(self, replies: list[Reply]) -> list[Delivery]:
+        (reply,) = replies
+        if not reply:
+            return []
+        entries = reply[0][1]
+        self._cursor = entries[-1][0]
+        return [self._delivery(entry_id, fields) for entry_id, fields in entries]
 
     def _delivery(self, entry_id: bytes, fields: list[bytes], attempt: int = 1) -> Delivery:
         message_id, body, key, headers = decode_fields(entry_id, fields)
