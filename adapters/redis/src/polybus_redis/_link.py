@@ -1,18 +1,14 @@
-"""What both kinds of redis consumer share: their own connection for blocking reads, and riding
-out an outage within ``_fetch``'s timeout.
+"""What both kinds of redis consumer share: their own connection for blocking reads.
 
 :class:`BlockingLink` holds one connection outside the pool, learns its ``CLIENT ID`` on every
 (re)connect, and lets :meth:`~BlockingLink.interrupt` end a blocked ``XREAD[GROUP]`` at once with
-``CLIENT UNBLOCK``. :class:`Outage` turns a lost connection during a fetch into backoff with
-jitter, bounded by the fetch's deadline, and raises only once the reconnect policy gives up.
-Imports polybus core modules and this adapter's broker module.
+``CLIENT UNBLOCK`` (when the consumer closes, or when the call is cancelled: see ``_connection``).
+Imports redis-py's exceptions and this adapter's ``_connection`` (``_broker`` for typing only).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from redis.exceptions import ResponseError
@@ -21,11 +17,8 @@ from polybus_redis._connection import Command, Reply
 
 if TYPE_CHECKING:
     from polybus_redis._broker import RedisBroker
-    from polybus_redis._errors import ConnectionLost
 
-__all__ = ["BlockingLink", "Outage"]
-
-log = logging.getLogger("polybus.redis")
+__all__ = ["BlockingLink"]
 
 
 class BlockingLink:
@@ -81,44 +74,3 @@ class BlockingLink:
     async def aclose(self) -> None:
         """Close the connection."""
         await self._conn.disconnect()
-
-
-class Outage:
-    """Backoff state of one consumer while its connection is down."""
-
-    def __init__(self, broker: RedisBroker) -> None:
-        self.broker = broker
-        self._since: float | None = None
-        self._next_try: float | None = None
-        self._delays: Iterator[float] = iter(())
-
-    def ended(self) -> None:
-        """A fetch succeeded: the next failure starts a new outage."""
-        self._since = self._next_try = None
-
-    def failed(self, exc: ConnectionLost) -> None:
-        """Schedule the next try after a backoff delay; re-raise ``exc`` when the policy gives up."""
-        loop = asyncio.get_running_loop()
-        policy = self.broker.settings.reconnect
-        if self._since is None:
-            self._since = loop.time()
-            self._delays = policy.delays()
-        delay = next(self._delays, None)
-        if delay is None or (
-            policy.give_up_after is not None and loop.time() - self._since + delay > policy.give_up_after
-        ):
-            self.ended()
-            raise exc
-        log.warning("redis consumer lost its connection (%s); retrying in %.2fs", exc, delay)
-        self._next_try = loop.time() + delay
-
-    async def ready(self, deadline: float) -> bool:
-        """Wait for the next try; False (after sleeping until ``deadline``) if it comes later."""
-        if self._next_try is None:
-            return True
-        loop = asyncio.get_running_loop()
-        if self._next_try > deadline:
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
-            return False
-        await asyncio.sleep(max(0.0, self._next_try - loop.time()))
-        return True
