@@ -252,9 +252,17 @@ class RedisConsumer(Consumer):
     # -- closing -------------------------------------------------------------------------------
 
     async def _release(self, deliveries: list[Delivery]) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.wait({self._refresher})  # a cancellation of the caller still propagates
+        try:
+            if self._refresher is not None:
+                self._refresher.cancel()
+                await asyncio.wait({self._refresher})  # a cancellation of the caller still propagates
+            await self._hand_back(deliveries)
+        finally:
+            if self._link is not None:
+                await self._link.aclose()
+
+    async def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Send the acks still owed, park what this consumer holds (reclaimable at once), leave."""
         commands: list[Command] = []
         if self._unsent:
             commands.append(["XACK", self._key, self._group_name, *self._unsent])
@@ -273,6 +281,3 @@ class RedisConsumer(Consumer):
                 len(ids),
                 exc,
             )
-        finally:
-            if self._link is not None:
-                await self._link.aclose()
