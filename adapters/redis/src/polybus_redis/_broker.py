@@ -3,7 +3,8 @@
 A topic is a stream (key ``{prefix}{topic}``), a group is a consumer group of that stream. The
 broker owns redis-py's connection pool and runs every command through :meth:`RedisBroker.execute`,
 which translates client errors and retries lost connections with the ``ReconnectPolicy``.
-Imports polybus core modules, redis-py and this adapter's modules.
+Imports ``polybus``, ``polybus.adapter``, redis-py and this adapter's modules (every one of them
+imports in one direction: none imports this module at run time).
 """
 
 from __future__ import annotations
@@ -16,29 +17,20 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
-from polybus import (
-    Broker,
-    Capabilities,
-    ConfigurationError,
-    GroupStats,
-    NotFoundError,
-    PolybusError,
-    Support,
-    Topic,
-    TopicStats,
-)
-from polybus_redis._connection import Command, Reply, roundtrip
+from polybus import ConfigurationError, NotFoundError, PolybusError
+from polybus.adapter import Broker, Capabilities, GroupStats, Start, Support, Topic, TopicStats
+from polybus_redis._connection import Command, Finisher, Reply, raise_lost_cancel, roundtrip
+from polybus_redis._consumer import RedisConsumer
 from polybus_redis._errors import ConnectionLost, translate
+from polybus_redis._listener import RedisListener
+from polybus_redis._producer import RedisProducer
 from polybus_redis._scripts import ENSURE, SCRIPTS, STATS
 from polybus_redis._settings import ConsumerOptions, RedisSettings
-from polybus_redis._wire import due_key
+from polybus_redis._wire import PARKED, due_key
 
-__all__ = ["PARKED", "RedisBroker", "RedisTopic"]
+__all__ = ["RedisBroker", "RedisTopic"]
 
 log = logging.getLogger("polybus.redis")
-
-PARKED = "polybus-parked"
-"""Consumer name that owns nacked and handed-back entries until a member reclaims them."""
 
 
 class RedisBroker(Broker):
@@ -60,7 +52,7 @@ class RedisBroker(Broker):
             delayed_nack=Support.EMULATED,
             delivery_count=Support.NATIVE,
             dead_letter=Support.UNSUPPORTED,
-            replay=Support.UNSUPPORTED,
+            replay=Support.NATIVE,
             priority=Support.UNSUPPORTED,
             dedup=Support.UNSUPPORTED,
             backlog_stats=Support.NATIVE,
@@ -131,11 +123,14 @@ class RedisBroker(Broker):
         """
 
         async def once() -> list[Reply]:
+            task = asyncio.current_task()
+            cancels = task.cancelling() if task is not None else 0
             try:
                 conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
             except Exception as exc:
                 raise self.translate(exc, what) from exc
             try:
+                raise_lost_cancel(task, cancels)  # redis-py may have connected it with wait_for
                 return await self.run_on(conn, list(commands), what=what, ignore=ignore, check=check)
             finally:
                 await self.pool.release(conn)
@@ -152,13 +147,17 @@ class RedisBroker(Broker):
         what: str,
         ignore: tuple[str, ...] = (),
         check: bool = True,
+        finisher: Finisher | None = None,
     ) -> list[Reply]:
-        """One round trip on ``conn``, reloading the scripts once if the server forgot them."""
+        """One round trip on ``conn``, reloading the scripts once if the server forgot them.
+
+        ``finisher``: see :func:`~polybus_redis._connection.roundtrip`.
+        """
         try:
-            replies = await roundtrip(conn, commands)
+            replies = await roundtrip(conn, commands, finisher)
             if any(isinstance(r, NoScriptError) for r in replies):
                 await roundtrip(conn, [["SCRIPT", "LOAD", s.text] for s in SCRIPTS])
-                replies = await roundtrip(conn, commands)
+                replies = await roundtrip(conn, commands, finisher)
         except Exception as exc:
             raise self.translate(exc, what) from exc
         if check:
@@ -218,15 +217,12 @@ class RedisTopic(Topic):
             )
         return TopicStats(topic=self.name, groups=groups, messages=reply[0])
 
-    def _producer(self, options: Any) -> Any:
-        from polybus_redis._producer import RedisProducer
-
+    def _producer(self, options: Any) -> RedisProducer:
         return RedisProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> Any:
-        from polybus_redis._consumer import RedisConsumer
-        from polybus_redis._listener import RedisListener
-
+    def _consumer(
+        self, group: str | None, prefetch: int, start: Start, options: ConsumerOptions
+    ) -> RedisConsumer | RedisListener:
         if group is None:
-            return RedisListener(self, None, prefetch)
-        return RedisConsumer(self, group, prefetch, name=options.name)
+            return RedisListener(self, prefetch, start)
+        return RedisConsumer(self, group, prefetch, start, name=options.name)

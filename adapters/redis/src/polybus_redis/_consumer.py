@@ -1,38 +1,42 @@
 """``RedisConsumer``: a member of a consumer group of a stream.
 
+- Joining creates the group if it is missing: at ``$`` (what is sent from now on), or at ``0``
+  with ``start="earliest"`` (everything the stream still holds).
 - Fetching: first this consumer's own pending entries (a restart under the same ``name``), then,
   every ``claim_interval``, entries idle longer than the visibility timeout (``CLAIM`` script:
   abandoned by a dead member, handed back, or nacked), then new entries with ``XREADGROUP >``
   on its own connection, blocking until the fetch's deadline or the next claim is due.
 - ``attempt`` is the entry's delivery count in the group's pending entries list (PEL).
-- ack and reject are ``XACK``, coalesced: queued when the handler settles, sent in the next
-  fetch's pipeline or by a background flush, whichever comes first (never before the settle).
+- ack is ``XACK``, coalesced by the core (``_ack_batch``): the acks of a burst go out in the next
+  fetch's pipeline (``_take_acks``) or from the core's flusher, whichever comes first, never
+  before the handler settled. reject is an ``XACK`` at once (there is no dead-letter stream).
 - nack(delay) hands the entry to the ``polybus-parked`` consumer with an idle time of
   ``visibility_timeout - delay``: any member reclaims it once ``delay`` has passed. Longer delays
   also record a due time, and the claim parks the entry again until then.
-- While alive, the consumer refreshes the idle time of what it holds every third of the
-  visibility timeout; closing hands what it holds to ``polybus-parked`` (reclaimable at once).
+- While alive, the consumer refreshes the idle time of what it holds (``held()``) every third of
+  the visibility timeout; closing hands what it holds to ``polybus-parked`` (reclaimable at once).
 
-Imports polybus core modules and this adapter's modules.
+Imports ``polybus``, ``polybus.adapter`` and this adapter's lower modules (not ``_broker``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from polybus import ConfigurationError, Consumer, Delivery, Outcome, PolybusError
-from polybus_redis._broker import PARKED
+from polybus import ConfigurationError, PolybusError
+from polybus.adapter import Consumer, Delivery, Outage, Outcome, Start
 from polybus_redis._connection import Command, Reply
 from polybus_redis._errors import ConnectionLost
-from polybus_redis._link import BlockingLink, Outage
+from polybus_redis._link import BlockingLink
 from polybus_redis._scripts import CLAIM, HISTORY, LEAVE, MOVE
-from polybus_redis._wire import decode_fields, due_key, entry_timestamp
+from polybus_redis._wire import PARKED, decode_fields, due_key, entry_timestamp
 
 if TYPE_CHECKING:
     from polybus_redis._broker import RedisTopic
@@ -40,9 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisConsumer"]
 
 log = logging.getLogger("polybus.redis")
-
-ACK_BATCH = 1024
-"""Queued acks that trigger a flush without waiting for the next fetch."""
 
 
 def _default_name() -> str:
@@ -53,23 +54,35 @@ class RedisConsumer(Consumer):
     """A member of a consumer group; see the module docstring for how it maps onto Redis."""
 
     topic: RedisTopic
+    ack_linger = 0.005
+    """The acks of a burst wait this long for more (most ride along with the next fetch instead)."""
 
-    def __init__(self, topic: RedisTopic, group: str, prefetch: int, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        topic: RedisTopic,
+        group: str,
+        prefetch: int,
+        start: Start = "latest",
+        *,
+        name: str | None = None,
+    ) -> None:
         super().__init__(topic, group, prefetch)
         self.name = name or _default_name()
         if self.name == PARKED:
             raise ConfigurationError(f"consumer name {PARKED!r} is reserved")
         self._group_name = group
+        self._start = "0" if start == "earliest" else "$"
         settings = topic.broker.settings
         self._vt_ms = int(settings.visibility_timeout * 1000)
         self._claim_interval = settings.claim_interval
         self._key = topic.key
         self._due = due_key(self._key)
-        self._acks: list[bytes] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._unsent: list[bytes] = []  # acks a failed fetch took: sent again (XACK is idempotent)
+        self._kept: list[Delivery] = []  # read by a fetch that was cancelled after Redis answered
+        self._answered = False
         self._refresher: asyncio.Task[None] | None = None
         self._link: BlockingLink | None = None
-        self._outage = Outage(topic.broker)
+        self._outage = Outage(settings.reconnect, f"redis consumer of {topic.name!r}")
         self._history: bytes | None = b"0-0"
         self._next_claim = 0.0
         self._cursor: bytes = b"0-0"
@@ -80,7 +93,7 @@ class RedisConsumer(Consumer):
     async def _open(self) -> None:
         broker = self.topic.broker
         await broker.execute(
-            [["XGROUP", "CREATE", self._key, self._group_name, "$", "MKSTREAM"]],
+            [["XGROUP", "CREATE", self._key, self._group_name, self._start, "MKSTREAM"]],
             what=f"join group {self._group_name!r}",
             ignore=("BUSYGROUP",),
         )
@@ -93,7 +106,7 @@ class RedisConsumer(Consumer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self._closed:
-            if not await self._outage.ready(deadline):
+            if not await self._outage.ready(time.monotonic() + deadline - loop.time()):
                 return []
             try:
                 out = await self._fetch_once(max_messages, deadline)
@@ -107,46 +120,71 @@ class RedisConsumer(Consumer):
         return []
 
     async def _fetch_once(self, n: int, deadline: float) -> list[Delivery]:
-        assert self._link is not None
+        if self._kept:  # read by a fetch that was cancelled after Redis answered it
+            out, self._kept = self._kept[:n], self._kept[n:]
+            return out
         loop = asyncio.get_running_loop()
         if self._history is not None:
-            ((last, entries),) = await self._link.call(
-                [HISTORY.command([self._key], [self._group_name, self.name, n, self._history])],
-                what="read own pending entries",
-            )
-            self._history = last or None
-            return [self._delivery(e[0], e[1], e[2]) for e in entries]
+            command = HISTORY.command([self._key], [self._group_name, self.name, n, self._history])
+            return await self._call([command], "read own pending entries", self._parse_history)
         if loop.time() >= self._next_claim:
             self._next_claim = loop.time() + self._claim_interval
-            ((cursor, entries),) = await self._link.call(
-                [
-                    CLAIM.command(
-                        [self._key, self._due],
-                        [self._group_name, self.name, PARKED, self._vt_ms, n, self._cursor],
-                    )
-                ],
-                what="reclaim entries",
+            command = CLAIM.command(
+                [self._key, self._due], [self._group_name, self.name, PARKED, self._vt_ms, n, self._cursor]
             )
-            self._cursor = cursor
-            if len(entries) >= n:  # maybe more to reclaim: claim again on the next fetch
+            out = await self._call([command], "reclaim entries", self._parse_claim)
+            if len(out) >= n:  # maybe more to reclaim: claim again on the next fetch
                 self._next_claim = loop.time()
-            if entries:
-                return [self._delivery(e[0], e[1], e[2]) for e in entries]
+            if out:
+                return out
         read: list[Any] = ["XREADGROUP", "GROUP", self._group_name, self.name, "COUNT", n]
         block_ms = int((min(deadline, self._next_claim) - loop.time()) * 1000)
         if block_ms > 0:
             read += ["BLOCK", block_ms]
         read += ["STREAMS", self._key, ">"]
-        acks, self._acks = self._acks, []
-        commands = [["XACK", self._key, self._group_name, *acks], read] if acks else [read]
+        acks, self._unsent = self._unsent, []
+        taken = self._take_acks()
+        if taken:
+            acks += [d.native for d in taken]
+        commands: list[Command] = [["XACK", self._key, self._group_name, *acks], read] if acks else [read]
         try:
-            replies = await self._link.call(commands, what=f"read from {self.topic.name!r}")
+            return await self._call(commands, f"read from {self.topic.name!r}", self._parse_read)
         except BaseException:
-            self._acks[:0] = acks  # sent again later: XACK is idempotent
+            if acks and not self._answered:
+                self._unsent[:0] = acks
             raise
-        return self._parse_read(replies[-1])
 
-    def _parse_read(self, reply: Reply) -> list[Delivery]:
+    async def _call(
+        self, commands: list[Command], what: str, parse: Callable[[list[Reply]], list[Delivery]]
+    ) -> list[Delivery]:
+        """``commands`` on the blocking link, their replies parsed into deliveries.
+
+        When the call is cancelled after Redis answered, the deliveries are kept for the next fetch.
+        """
+        assert self._link is not None
+        self._answered = False
+        try:
+            replies = await self._link.call(commands, what=what)
+        except asyncio.CancelledError:
+            kept = self._link.take_kept()
+            if kept is not None:
+                self._answered = True
+                self._kept += parse(kept)
+            raise
+        return parse(replies)
+
+    def _parse_history(self, replies: list[Reply]) -> list[Delivery]:
+        ((last, entries),) = replies
+        self._history = last or None
+        return [self._delivery(e[0], e[1], e[2]) for e in entries]
+
+    def _parse_claim(self, replies: list[Reply]) -> list[Delivery]:
+        ((cursor, entries),) = replies
+        self._cursor = cursor
+        return [self._delivery(e[0], e[1], e[2]) for e in entries]
+
+    def _parse_read(self, replies: list[Reply]) -> list[Delivery]:
+        reply = replies[-1]
         if not reply:
             return []
         return [self._delivery(entry_id, fields, 1) for entry_id, fields in reply[0][1]]
@@ -171,13 +209,19 @@ class RedisConsumer(Consumer):
 
     # -- settling ------------------------------------------------------------------------------
 
+    async def _ack_batch(self, deliveries: list[Delivery]) -> None:
+        ids = [d.native for d in deliveries]
+        if self._unsent:
+            ids, self._unsent = self._unsent + ids, []
+        await self.topic.broker.execute([["XACK", self._key, self._group_name, *ids]], what="ack")
+
     async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
-        if outcome is not Outcome.NACK:  # ack and reject are both XACK (no dead-letter stream)
-            self._acks.append(delivery.native)
-            if self._flusher is None:
-                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        if outcome is Outcome.REJECT:  # no dead-letter stream: the entry is done with
+            await self.topic.broker.execute(
+                [["XACK", self._key, self._group_name, delivery.native]], what="reject"
+            )
             return
-        await self._hand_over([delivery.native], delay or 0.0)
+        await self.topic.broker.execute([self._move_command([delivery.native], delay or 0.0)], what="nack")
         loop = asyncio.get_running_loop()
         self._next_claim = min(self._next_claim, loop.time() + (delay or 0.0))
         self._cursor = b"0-0"
@@ -189,33 +233,12 @@ class RedisConsumer(Consumer):
         due = str(delay_ms) if delay_ms > self._vt_ms else ""
         return MOVE.command([self._key, self._due], [self._group_name, self.name, PARKED, idle, due, *ids])
 
-    async def _hand_over(self, ids: list[bytes], delay: float) -> None:
-        await self.topic.broker.execute([self._move_command(ids, delay)], what="nack")
-
-    async def _flush(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the acks of the same burst join
-            while self._acks:
-                if len(self._acks) < ACK_BATCH:
-                    await asyncio.sleep(0.005)
-                acks, self._acks = self._acks, []
-                if not acks:  # a fetch took them into its pipeline meanwhile
-                    break
-                try:
-                    await self.topic.broker.execute(
-                        [["XACK", self._key, self._group_name, *acks]], what="ack"
-                    )
-                except PolybusError as exc:  # they stay pending and come back after the timeout
-                    log.warning("could not ack %d entries of %r: %s", len(acks), self.topic.name, exc)
-        finally:
-            self._flusher = None
-
     async def _refresh(self) -> None:
         """Keep what this consumer holds from being reclaimed while it is alive."""
         interval = self._vt_ms / 3000
         while True:
             await asyncio.sleep(interval)
-            held = [d.native for d in self._unsettled] + [d.native for d in self._buffer] + self._acks
+            held = [d.native for d in self.held()] + [d.native for d in self._kept] + self._unsent
             if not held:
                 continue
             command = MOVE.command(
@@ -229,18 +252,25 @@ class RedisConsumer(Consumer):
     # -- closing -------------------------------------------------------------------------------
 
     async def _release(self, deliveries: list[Delivery]) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        try:
+            if self._refresher is not None:
+                self._refresher.cancel()
+                await asyncio.wait({self._refresher})  # a cancellation of the caller still propagates
+            await self._hand_back(deliveries)
+        finally:
+            if self._link is not None:
+                await self._link.aclose()
+
+    async def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Send the acks still owed, park what this consumer holds (reclaimable at once), leave."""
         commands: list[Command] = []
-        if self._acks:
-            commands.append(["XACK", self._key, self._group_name, *self._acks])
-            self._acks = []
-        if deliveries:
-            commands.append(self._move_command([d.native for d in deliveries], 0.0))
+        if self._unsent:
+            commands.append(["XACK", self._key, self._group_name, *self._unsent])
+            self._unsent = []
+        ids = [d.native for d in deliveries] + [d.native for d in self._kept]
+        self._kept = []
+        if ids:
+            commands.append(self._move_command(ids, 0.0))
         commands.append(LEAVE.command([self._key], [self._group_name, self.name]))
         try:
             await self.topic.broker.execute(commands, what="hand back held entries", ignore=("NOGROUP",))
@@ -248,9 +278,6 @@ class RedisConsumer(Consumer):
             log.warning(
                 "%r could not hand back %d entries (%s); they return after the visibility timeout",
                 self,
-                len(deliveries),
+                len(ids),
                 exc,
             )
-        finally:
-            if self._link is not None:
-                await self._link.aclose()

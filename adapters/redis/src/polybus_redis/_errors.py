@@ -3,7 +3,7 @@
 ``translate(exc, ...)`` returns the polybus error to raise ``from exc``; :class:`ConnectionLost`
 marks the transient failures (connection refused, dropped, timed out) that the adapter retries
 with its :class:`~polybus.ReconnectPolicy`. Every message is scrubbed of the password.
-Imports polybus core modules and redis-py only.
+Imports ``polybus`` (the public error classes) and redis-py only.
 """
 
 from __future__ import annotations

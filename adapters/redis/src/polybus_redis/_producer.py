@@ -3,17 +3,20 @@
 Sends made at the same time (several tasks, or ``send_many``) are coalesced by one writer task
 into pipelines of ``XADD`` commands: one round trip per batch. When the broker has ``max_len``,
 the writer adds the ``TRIM`` script to a pipeline every so often (see ``_scripts.TRIM``).
-Closing waits for the sends already under way. Imports polybus core modules and this adapter.
+Closing waits for the sends already under way. Imports ``polybus``, ``polybus.adapter``, redis-py's
+exceptions and this adapter's lower modules (``_broker`` for typing only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from redis.exceptions import ResponseError
 
-from polybus import Message, PolybusError, Producer
+from polybus import PolybusError
+from polybus.adapter import Message, Producer
 from polybus_redis._connection import Command
 from polybus_redis._scripts import TRIM
 from polybus_redis._wire import xadd_command
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from polybus_redis._broker import RedisTopic
 
 __all__ = ["RedisProducer"]
+
+log = logging.getLogger("polybus.redis")
 
 BATCH = 5000
 """Most ``XADD`` commands in one pipeline."""
@@ -87,8 +92,6 @@ class RedisProducer(Producer):
                     future.set_exception(exc)
             return
         if trim and isinstance(replies[-1], ResponseError):
-            from polybus_redis._broker import log
-
             log.warning("trimming %r failed: %s", self.topic.name, replies[-1])
         for messages, future in batch:
             if not future.done():

@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
-__all__ = ["read_replies"]
+__all__ = ["Replies"]
 
 CHUNK = 1 << 18
 
@@ -82,19 +82,32 @@ class _Parser:
                 return True, value
 
 
-async def read_replies(reader: asyncio.StreamReader, n: int) -> list[Any]:
-    """Read exactly ``n`` replies from ``reader`` (raises ``ConnectionError`` on EOF)."""
-    replies: list[Any] = []
-    parser = _Parser()
-    while len(replies) < n:
-        done, value = parser.reply()
-        if done:
-            replies.append(value)
-            continue
-        chunk = await reader.read(CHUNK)
-        if not chunk:
-            raise ConnectionError("Connection closed by server.")
-        parser.feed(chunk)
-    if parser.pos != len(parser.buf) or parser.stack:
-        raise ConnectionError("protocol error: more data than replies")
-    return replies
+class Replies:
+    """The replies to ``n`` pipelined commands, read from a stream.
+
+    :meth:`read` can be called again after it was interrupted (cancelled, timed out): it goes on
+    where it stopped, so that a caller can still finish reading the replies of a request it sent.
+    """
+
+    __slots__ = ("_parser", "n", "replies")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.replies: list[Any] = []
+        self._parser = _Parser()
+
+    async def read(self, reader: asyncio.StreamReader) -> list[Any]:
+        """Read until all ``n`` replies are in (raises ``ConnectionError`` on EOF); return them."""
+        replies, parser, n = self.replies, self._parser, self.n
+        while len(replies) < n:
+            done, value = parser.reply()
+            if done:
+                replies.append(value)
+                continue
+            chunk = await reader.read(CHUNK)
+            if not chunk:
+                raise ConnectionError("Connection closed by server.")
+            parser.feed(chunk)
+        if parser.pos != len(parser.buf) or parser.stack:
+            raise ConnectionError("protocol error: more data than replies")
+        return replies

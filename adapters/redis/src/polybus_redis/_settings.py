@@ -3,32 +3,32 @@
     redis://[user[:password]@]host[:port][/db][?option=value&...]
     rediss://...   the same over TLS
 
-Query options and ``polybus.connect(url, **options)`` keywords set the same fields (keywords win).
-The password is a ``SecretStr``: it never appears in a repr, a log line or an error message.
-Imports polybus core modules and pydantic only.
+Query options and ``polybus.connect(url, **options)`` keywords set the same fields (keywords win);
+``polybus.adapter.AdapterSettings`` does the parsing, this model adds the redis fields and reads
+the URL's parts (:meth:`RedisSettings.url_values`). The password is a ``SecretStr``: it never
+appears in a repr, a log line or an error message. Also here: :class:`ConsumerOptions`, the
+options of ``topic.consumer(...)``. Imports ``polybus.adapter`` and pydantic only (redis-py
+lazily, to build the connection arguments).
 """
 
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 from pydantic import SecretStr
 
-from polybus import ConfigurationError, ReconnectPolicy
-from polybus._settings import describe_error, split_url, url_options
-from polybus.adapter import OptionsModel
+from polybus.adapter import AdapterSettings, MiB, OptionsModel
 
 __all__ = ["ConsumerOptions", "RedisSettings"]
 
-MiB = 1024 * 1024
 
+class RedisSettings(AdapterSettings):
+    """Options of ``redis://`` and ``rediss://`` URLs (``reconnect`` comes from the base)."""
 
-class RedisSettings(pydantic.BaseModel):
-    """Options of ``redis://`` and ``rediss://`` URLs."""
-
-    model_config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss")
+    adapter_name: ClassVar[str] = "redis"
 
     # -- where and who ----------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -47,12 +47,10 @@ class RedisSettings(pydantic.BaseModel):
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_check_hostname: bool = True
 
-    # -- timeouts and reconnection ---------------------------------------------------------------
+    # -- timeouts (``reconnect``, the policy after a lost connection, comes from the base) -------
     connect_timeout: float = pydantic.Field(default=5.0, gt=0)
     socket_timeout: float = pydantic.Field(default=10.0, gt=1.0)
     """Longest wait for a reply (a blocking read waits at most 1 s on top of this)."""
-    reconnect: ReconnectPolicy = ReconnectPolicy()
-    """Backoff and jitter used to re-establish a lost connection and retry the operation."""
 
     # -- semantics ------------------------------------------------------------------------------
     prefix: str = ""
@@ -87,13 +85,9 @@ class RedisSettings(pydantic.BaseModel):
         return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}"
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisSettings:
-        """Parse ``url`` and apply ``options`` on top; raise :class:`ConfigurationError` if invalid."""
-        parts = split_url(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("redis", "rediss"):
-            raise ConfigurationError(f"the redis adapter handles redis:// and rediss://, not {scheme}://")
-        values: dict[str, Any] = {"tls": scheme == "rediss"}
+    def url_values(cls, parts: urllib.parse.SplitResult) -> dict[str, Any]:
+        """The settings the URL gives: TLS from the scheme, host, port, user, password, db."""
+        values: dict[str, Any] = {"tls": parts.scheme.lower() == "rediss"}
         if parts.hostname:
             values["host"] = parts.hostname
         if parts.port:
@@ -105,14 +99,7 @@ class RedisSettings(pydantic.BaseModel):
         path = parts.path.strip("/")
         if path:
             values["db"] = path
-        values.update({k: v for k, v in url_options(parts).items() if v != ""})
-        values.update(options)
-        try:
-            return cls(**values)
-        except pydantic.ValidationError as exc:
-            raise ConfigurationError(
-                f"invalid redis options for {_redacted(url)}: {describe_error(exc, url)}"
-            ) from None
+        return values
 
     def connection_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for redis-py's connection pool (its own retries turned off)."""
@@ -143,12 +130,6 @@ class RedisSettings(pydantic.BaseModel):
                 ssl_check_hostname=self.ssl_check_hostname and self.ssl_cert_reqs != "none",
             )
         return kwargs
-
-
-def _redacted(url: str) -> str:
-    from polybus import redact_url
-
-    return redact_url(url)
 
 
 class ConsumerOptions(OptionsModel):

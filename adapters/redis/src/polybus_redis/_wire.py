@@ -11,21 +11,24 @@
 - the timestamp is the millisecond part of the entry id (the server's clock at ``XADD``).
 
 Any field of an entry written by another client that is not ``body`` or ``key`` becomes a header.
-Imports polybus core modules only.
+Names on the server are here too: the due-time hash of a stream, and the ``polybus-parked``
+consumer. Imports ``polybus.adapter`` only.
 """
 
 from __future__ import annotations
 
-from polybus import Message
-from polybus._message import ID_HEADER
+from polybus.adapter import ID_HEADER, Message
 
-__all__ = ["BODY", "KEY", "decode_fields", "due_key", "entry_timestamp", "xadd_command"]
+__all__ = ["BODY", "KEY", "PARKED", "decode_fields", "due_key", "entry_timestamp", "xadd_command"]
 
 BODY = b"body"
 KEY = b"key"
 _ID = ID_HEADER.encode()
 _ESCAPE = "h:"
 _RESERVED = frozenset({"body", "key", ID_HEADER})
+
+PARKED = "polybus-parked"
+"""Consumer name that owns nacked and handed-back entries until a member reclaims them."""
 
 
 def due_key(stream: str) -> str:
