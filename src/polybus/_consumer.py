@@ -170,9 +170,9 @@ class Consumer(AsyncResource):
         self.topic.broker._untrack(self)
         self._interrupt()
         # shielded: a cancel of the closing task must not cut short the acks and the hand-back
-        await asyncio.shield(asyncio.ensure_future(self._hand_back()))
+        await asyncio.shield(asyncio.ensure_future(self.__hand_back()))
 
-    async def _hand_back(self) -> None:
+    async def __hand_back(self) -> None:
         async with self._fetch_lock:
             await self._flush_acks()
             held = self.held()
