@@ -126,7 +126,7 @@ class RabbitBroker(Broker):
         self.generation += 1
 
     def _on_connection_closed(self, sender: Any, exc: BaseException | None = None) -> None:
-        if not self._closed:
+        if not self.closed:
             reason = type(exc).__name__ if exc else "closed"
             log.warning("connection to %s lost: %s", self.display_url, reason)
 

@@ -162,12 +162,12 @@ class RabbitConsumer(Consumer):
                     return self._take(subscription, min(max_messages, self._fetch_limit))
                 if subscription.cancelled:
                     raise NotFoundError(f"the queue of {self!r} was deleted")
-            elif not self._closed:
+            elif not self.closed:
                 if not await self._await_recovery(deadline - loop.time()):
                     return []
                 continue
             remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0 or self.closed:
                 return []
             self._wake.clear()
             try:

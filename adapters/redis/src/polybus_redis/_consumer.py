@@ -105,7 +105,7 @@ class RedisConsumer(Consumer):
     async def _fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not self._closed:
+        while not self.closed:
             if not await self._outage.ready(time.monotonic() + deadline - loop.time()):
                 return []
             try:

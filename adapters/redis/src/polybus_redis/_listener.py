@@ -52,7 +52,7 @@ class RedisListener(Consumer):
         assert self._link is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not self._closed:
+        while not self.closed:
             self._ready.extend(self._delayed.pop_due(loop.time()))
             if self._ready:
                 return [self._ready.popleft() for _ in range(min(max_messages, len(self._ready)))]
