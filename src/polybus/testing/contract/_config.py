@@ -29,4 +29,5 @@ class ContractConfig:
     ``XREAD`` or a RabbitMQ exclusive queue); a group's consumer must raise it everywhere."""
 
     def count(self, n: int, minimum: int = 20) -> int:
+        """``n`` scaled by :attr:`scale`, never below ``minimum``."""
         return max(minimum, int(n * self.scale))
