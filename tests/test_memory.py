@@ -80,13 +80,12 @@ async def test_stats_count_backlog_in_flight_and_messages() -> None:
         assert stats.groups["g"] == polybus.GroupStats(backlog=2, in_flight=0)
 
 
-async def test_deleting_a_topic_stops_its_consumers_with_not_found() -> None:
+async def test_sending_to_a_deleted_topic_raises_not_found() -> None:
+    # a consumer's receive() raising NotFoundError is a contract case
     async with polybus.connect("memory://") as broker:
         topic = broker.topic(unique_name("t"))
-        async with topic.consumer("g") as c, topic.producer() as p:
+        async with topic.consumer("g"), topic.producer() as p:
             await topic.delete()
-            with pytest.raises(polybus.NotFoundError):
-                await c.receive(timeout=0.5)
             with pytest.raises(polybus.NotFoundError):
                 await p.send(b"x")
 

@@ -185,19 +185,6 @@ def test_settings_from_url_keep_secrets_secret() -> None:
 
 
 @pytest.mark.polybus(timeout=60)
-async def test_receiving_from_a_deleted_topic_raises_not_found(polybus_url: str) -> None:
-    async with polybus.connect(polybus_url) as broker:
-        topic = broker.topic(unique_name("gone"))
-        async with topic.consumer(unique_name("g")) as grouped, topic.consumer() as listener:
-            assert await grouped.receive(timeout=0.2) is None
-            await topic.delete()
-            for consumer in (grouped, listener):
-                with pytest.raises(polybus.NotFoundError):
-                    for _ in range(20):  # the server tells at the next pull request
-                        await consumer.receive(timeout=0.5)
-
-
-@pytest.mark.polybus(timeout=60)
 async def test_listener_may_start_from_the_earliest_message(polybus_url: str) -> None:
     async with polybus.connect(polybus_url) as broker:
         topic = broker.topic(unique_name("replayl"))

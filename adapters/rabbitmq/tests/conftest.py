@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from polybus.testing import TcpRelay
+from polybus.testing.contract import ContractConfig
 from polybus.testing.plugin import broker_url
 
 _URLS: list[str] = []
@@ -23,6 +24,12 @@ def polybus_url() -> str:
     url = broker_url("rabbitmq")
     _URLS.append(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def polybus_contract_config() -> ContractConfig:
+    """A listener's exclusive queue outlives its topic's exchange: nothing tells it the topic is gone."""
+    return ContractConfig(listener_sees_deletion=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

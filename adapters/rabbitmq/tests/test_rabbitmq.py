@@ -140,16 +140,6 @@ async def test_long_nack_delay_does_not_hold_up_a_short_one(polybus_url: str) ->
             assert 0.25 <= time.monotonic() - started < 10
 
 
-async def test_deleting_the_topic_stops_its_consumers_with_not_found(polybus_url: str) -> None:
-    async with polybus.connect(polybus_url) as broker:
-        topic = broker.topic(unique_name("gone"))
-        async with topic.consumer(unique_name("g")) as consumer:
-            await topic.delete()
-            with pytest.raises(polybus.NotFoundError):
-                for _ in range(20):
-                    await consumer.receive(timeout=0.5)
-
-
 async def test_unknown_consumer_options_are_refused(polybus_url: str) -> None:
     async with polybus.connect(polybus_url) as broker:
         with pytest.raises(polybus.ConfigurationError, match="bogus"):

@@ -6,7 +6,7 @@
     class TestMyBroker(BrokerContract):
         pass   # with a ``polybus_url`` fixture in conftest.py
 
-Run against any URL: ``pytest -p polybus.testing.plugin --pyargs polybus.testing.contract
+Run against any URL: ``pytest -p polybus.testing.plugin --pyargs polybus.testing.test_contract
 --polybus-url=redis://localhost:6379``. This package may import pytest; the core must not import it.
 """
 

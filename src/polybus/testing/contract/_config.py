@@ -23,5 +23,11 @@ class ContractConfig:
     """Members of a group own partitions (Kafka): the next message of a partition whose member
     holds unsettled work waits for that member instead of going to another one."""
 
+    listener_sees_deletion: bool = True
+    """A group-less listener's ``receive()`` raises NotFoundError once its topic is deleted. False
+    where the broker does not tell a listener (its topic's deletion leaves it waiting, e.g. a Redis
+    ``XREAD`` or a RabbitMQ exclusive queue); a group's consumer must raise it everywhere."""
+
     def count(self, n: int, minimum: int = 20) -> int:
+        """``n`` scaled by :attr:`scale`, never below ``minimum``."""
         return max(minimum, int(n * self.scale))

@@ -47,6 +47,7 @@ async def expect_nothing(consumer: polybus.Consumer, period: float) -> None:
 
 
 async def one(consumer: polybus.Consumer, timeout: float) -> Delivery:
+    """The next delivery; fails the test if none arrives within ``timeout`` seconds."""
     delivery = await consumer.receive(timeout=timeout)
     assert delivery is not None, f"no delivery within {timeout}s on {consumer!r}"
     return delivery
@@ -70,6 +71,7 @@ async def _delete_topics(url: str, names: list[str]) -> None:
 
 
 def needs(caps: Capabilities, name: str) -> Support:
+    """The support level of capability ``name``; skips the test where it is unsupported."""
     level: Support = getattr(caps, name)
     if not level:
         pytest.skip(f"broker declares {name}=unsupported")
@@ -94,6 +96,7 @@ async def polybus_errors_only(what: str, operation: Awaitable[object], timeout: 
 
 
 def bodies(deliveries: list[Delivery]) -> list[bytes]:
+    """The bodies of ``deliveries``, in order."""
     return [d.body for d in deliveries]
 
 

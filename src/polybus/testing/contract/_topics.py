@@ -10,7 +10,7 @@ import pytest
 import polybus
 from polybus.testing._names import unique_name
 from polybus.testing.contract._config import ContractConfig
-from polybus.testing.contract._helpers import _caps, _scratch, collect, needs
+from polybus.testing.contract._helpers import _caps, _scratch, collect, needs, one
 
 __all__ = ["TopicCases"]
 
@@ -67,3 +67,49 @@ class TopicCases:
                     break
                 await asyncio.sleep(0.2)
             assert backlog == 0
+
+    async def test_a_deleted_topic_stays_deleted_while_the_broker_works_on(
+        self, polybus_url: str, polybus_contract_config: ContractConfig
+    ) -> None:
+        cfg = polybus_contract_config
+        async with polybus.connect(polybus_url) as broker:
+            gone = _scratch(broker, "gone")
+            async with gone.consumer(unique_name("g")) as consumer, gone.producer() as producer:
+                await producer.send(b"before the delete")
+                d = await one(consumer, cfg.receive_timeout)
+                await d.ack()
+            await gone.delete()
+            other = _scratch(broker, "after")
+            async with other.consumer(unique_name("g")) as consumer, other.producer() as producer:
+                await producer.send(b"elsewhere")
+                d = await one(consumer, cfg.receive_timeout)
+                await d.ack()
+                assert d.body == b"elsewhere"
+            with pytest.raises(polybus.NotFoundError):
+                await gone.stats()
+            with pytest.raises(polybus.NotFoundError):
+                await gone.delete()
+
+    async def test_receiving_from_a_deleted_topic_raises_not_found(
+        self, polybus_url: str, polybus_contract_config: ContractConfig
+    ) -> None:
+        cfg = polybus_contract_config
+        async with polybus.connect(polybus_url) as broker:
+            topic = _scratch(broker, "deleted")
+            async with topic.consumer(unique_name("g")) as grouped, topic.consumer() as listener:
+                assert await grouped.receive(timeout=0.2) is None
+                await topic.delete()
+                await _receive_until_not_found("the group's consumer", grouped, cfg.receive_timeout)
+                if cfg.listener_sees_deletion:
+                    await _receive_until_not_found("the listener", listener, cfg.receive_timeout)
+
+
+async def _receive_until_not_found(what: str, consumer: polybus.Consumer, within: float) -> None:
+    """``receive()`` raises NotFoundError at once, or when the broker tells, within ``within`` s."""
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            await consumer.receive(timeout=0.5)
+    except polybus.NotFoundError:
+        return
+    pytest.fail(f"{what} kept receiving for {within}s after its topic was deleted")
