@@ -140,14 +140,6 @@ async def test_long_nack_delay_does_not_hold_up_a_short_one(polybus_url: str) ->
             assert 0.25 <= time.monotonic() - started < 10
 
 
-async def test_unknown_consumer_options_are_refused(polybus_url: str) -> None:
-    async with polybus.connect(polybus_url) as broker:
-        with pytest.raises(polybus.ConfigurationError, match="bogus"):
-            broker.topic("t").consumer("g", bogus=1)
-        with pytest.raises(polybus.ConfigurationError, match="bogus"):
-            broker.topic("t").producer(bogus=1)
-
-
 async def test_coalesced_acks_never_cover_an_unsettled_delivery(polybus_url: str) -> None:
     group = unique_name("g")
     async with polybus.connect(polybus_url) as broker:
