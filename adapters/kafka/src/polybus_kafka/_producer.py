@@ -22,6 +22,7 @@ from aiokafka.partitioner import murmur2
 
 from polybus import BrokerConnectionError, Message, Producer, PublishError
 from polybus._message import new_message_id
+from polybus_kafka._compat import fast_append, set_record_count
 from polybus_kafka._errors import translated
 from polybus_kafka._wire import ID_HEADER, record_headers
 
@@ -143,7 +144,7 @@ class _Batches:
     ``append(offset, timestamp_ms, key, value, headers)`` adds the record at ``offset`` within the
     current batch and returns None once it is full. The hot loops call aiokafka's record builder (C)
     directly: its ``BatchBuilder.append`` wrapper costs as much again per record. Where that builder
-    is not there (another aiokafka version), the public ``append`` is used.
+    is not there (another aiokafka version), the public ``append`` is used (``_compat.fast_append``).
     """
 
     def __init__(self, broker: KafkaBroker, topic: str, partitions: list[int], start: int) -> None:
@@ -153,9 +154,9 @@ class _Batches:
 
     def _new_batch(self) -> None:
         batch = self.batch = self.broker.producer.create_batch()
-        builder = getattr(batch, "_builder", None)
-        if builder is not None and getattr(batch, "_relative_offset", None) == 0:
-            self.append: Any = builder.append
+        fast = fast_append(batch)
+        if fast is not None:
+            self.append: Any = fast
         else:
 
             def public(_offset: int, timestamp: int, key: bytes | None, value: bytes, headers: Any) -> Any:
@@ -177,8 +178,7 @@ class _Batches:
 
     async def _ship(self, records: int) -> None:
         batch, broker = self.batch, self.broker
-        if getattr(batch, "_relative_offset", records) != records:
-            batch._relative_offset = records  # appended past the wrapper: keep its record count right
+        set_record_count(batch, records)  # appended past the wrapper: keep its record count right
         partition = self.partitions[self.start % len(self.partitions)]
         # one batch at a time per partition, first come first served: aiokafka's own wait for a free
         # slot is unfair and times out under many concurrent senders

@@ -88,6 +88,8 @@ class KafkaSettings(BaseSettings):
     """Delayed retries held in memory per consumer before the retry topic is paused."""
     join_timeout: float = pydantic.Field(default=60.0, gt=0)
     """Longest a consumer waits to join its group when it opens."""
+    tansu: bool | None = None
+    """Apply the workarounds for tansu (``_tansu.py``); ``None`` = where the cluster id is tansu's."""
     reconnect: ReconnectPolicy = pydantic.Field(default_factory=ReconnectPolicy)
     """Backoff for sends that fail on a lost connection."""
 
