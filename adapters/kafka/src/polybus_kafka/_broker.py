@@ -3,7 +3,7 @@
 The broker holds one ``KafkaAdmin`` (topics, groups, log positions; ``_admin.py``) and one aiokafka
 producer shared by every ``KafkaProducer`` and by the consumers' retry copies; each consumer has
 its own aiokafka consumer. On open it asks the cluster who it is and, on tansu only, sets up the
-workarounds of ``_tansu.py``. Imports aiokafka, polybus core modules and this package's modules.
+workarounds of ``_tansu.py``. Imports aiokafka, polybus, polybus.adapter and this package's modules.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from polybus import (
     Support,
     Topic,
 )
-from polybus._topic import GroupStats, TopicStats
+from polybus.adapter import GroupStats, Start, TopicStats
 from polybus_kafka._admin import KafkaAdmin
 from polybus_kafka._compat import forget_topics
 from polybus_kafka._consumer import KafkaConsumer
@@ -289,6 +289,6 @@ class KafkaTopic(Topic):
     def _producer(self, options: Any) -> KafkaProducer:
         return KafkaProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> KafkaConsumer:
+    def _consumer(self, group: str | None, prefetch: int, start: Start, options: Any) -> KafkaConsumer:
         """``start="earliest"`` makes a new group (or a listener) read the log from its start."""
-        return KafkaConsumer(self, group, prefetch, start=start)
+        return KafkaConsumer(self, group, prefetch, start)

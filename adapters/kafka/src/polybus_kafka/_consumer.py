@@ -7,7 +7,7 @@ contiguous settled prefix of each partition every ``commit_interval``. ``nack(de
 copy on the retry topic and then settles the original (``_retry.py``: the retry topic and the
 copies held until due). A listener without a group reads every partition from its end and keeps
 nacks in memory. On tansu, a ``JoinWatchdog`` watches the member's joins (``_tansu.py``).
-Imports aiokafka, polybus core modules and this package's modules.
+Imports aiokafka, polybus, polybus.adapter and this package's modules.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kerrors
 
-from polybus import ConfigurationError, Consumer, Delivery, OperationTimeout, PolybusError
-from polybus._delivery import Outcome
-from polybus._message import BYTES, CONTENT_TYPE
+from polybus import OperationTimeout, PolybusError
+from polybus.adapter import BYTES, CONTENT_TYPE, Consumer, Delivery, Outcome, Start
 from polybus_kafka._assignor import BusyAwareAssignor
 from polybus_kafka._errors import translated
 from polybus_kafka._offsets import PartitionTracker
@@ -46,9 +45,7 @@ class KafkaConsumer(Consumer):
 
     topic: KafkaTopic
 
-    def __init__(self, topic: KafkaTopic, group: str | None, prefetch: int, *, start: str = "latest") -> None:
-        if start not in ("latest", "earliest"):
-            raise ConfigurationError(f"start must be 'latest' or 'earliest', not {start!r}")
+    def __init__(self, topic: KafkaTopic, group: str | None, prefetch: int, start: Start = "latest") -> None:
         super().__init__(topic, group, prefetch)
         self._start = start
         self._client: AIOKafkaConsumer | None = None
@@ -130,6 +127,7 @@ class KafkaConsumer(Consumer):
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         if self._watchdog is not None:
             self._watchdog.joining()
+        await self._flush_acks()  # the acks the core still queues count as settled too
         await self._commit()  # keep what is settled; the rest is redelivered by the next owner
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -189,7 +187,7 @@ class KafkaConsumer(Consumer):
     def _forget_dead(self) -> None:
         """Drop buffered and delayed deliveries of partitions this member no longer owns."""
         self._drop_buffered(lambda d: not d.native[0].alive)
-        self._retries.keep(lambda d: d.native[0].alive)
+        self._retries.drop(lambda d: not d.native[0].alive)
 
     # -- fetching --------------------------------------------------------------------------------
 
@@ -204,7 +202,7 @@ class KafkaConsumer(Consumer):
             out = retries.pop_due(now, max_messages)
             if out:
                 return out
-            timeout = max(0.0, min(timeout, retries.heap[0][0] - now))
+            timeout = max(0.0, min(timeout, (retries.next_due() or now) - now))
         else:
             out = []
         with translated(f"fetching from {self.topic.name!r}"):
@@ -301,13 +299,18 @@ class KafkaConsumer(Consumer):
     # -- settling --------------------------------------------------------------------------------
 
     async def _ack_batch(self, deliveries: list[Delivery]) -> None:
-        # an ack marks its offset; the commit loop commits the settled prefix
+        # acks are bookkeeping: each marks its offset, and the commit loop commits the settled prefix
+        moved = False
         for delivery in deliveries:
-            self._ack_in_memory(delivery)
-
-    def _ack_in_memory(self, delivery: Delivery) -> None:
-        tracker, offset = delivery.native
+            tracker, offset = delivery.native
+            if tracker.done(offset) and tracker.alive:
+                moved = True
         # a listener settles offsets too (else they pile up), but only a group member commits
+        if moved and self._retry is not None:
+            self._dirty.set()
+
+    def _settled(self, delivery: Delivery) -> None:
+        tracker, offset = delivery.native
         if tracker.done(offset) and self._retry is not None and tracker.alive:
             self._dirty.set()
 
@@ -320,7 +323,7 @@ class KafkaConsumer(Consumer):
         ):
             self._requeue(delivery, delay)  # in memory: the offset stays unsettled meanwhile
             return
-        self._ack_in_memory(delivery)  # settled here; a nack's copy is safe on the retry topic
+        self._settled(delivery)  # a reject, or a nack whose copy is safe on the retry topic
 
     def _requeue(self, delivery: Delivery, delay: float | None) -> None:
         again = Delivery(

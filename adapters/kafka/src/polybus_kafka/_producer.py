@@ -5,7 +5,7 @@ order holds and raw clients agree. Unkeyed messages are sticky, like the Java cl
 partitioner: the messages of one ``send_many`` fill a record batch (``max_batch_size``) on one
 partition, then the next batch goes to the next partition, and each call starts on the partition
 after the previous call's. Every batch is awaited (``acks=all``) before ``send_many`` returns.
-Imports aiokafka, polybus core modules and this package's modules.
+Imports aiokafka, polybus, polybus.adapter and this package's modules.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.partitioner import murmur2
 
-from polybus import BrokerConnectionError, Message, Producer, PublishError
-from polybus._message import new_message_id
+from polybus import BrokerConnectionError, PublishError
+from polybus.adapter import Message, Producer, new_message_id
 from polybus_kafka._compat import fast_append, set_record_count
 from polybus_kafka._errors import translated
 from polybus_kafka._wire import ID_HEADER, record_headers
@@ -194,7 +194,6 @@ class KafkaProducer(Producer):
     """
 
     topic: KafkaTopic
-    _takes_bodies = True
 
     async def _publish(self, messages: list[Message]) -> list[str]:
         broker = self.topic.broker

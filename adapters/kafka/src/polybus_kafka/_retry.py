@@ -5,19 +5,18 @@
 the group reads that topic alongside its own. A copy read before it is due waits here, in memory,
 ordered by due time, so a long delay never holds up a partition; when ``retry_buffer`` copies
 wait, the consumer pauses its retry partitions. A listener (no group, no retry topic) keeps its
-nacked deliveries here too. Imports polybus and this package's modules.
+nacked deliveries here too. Imports polybus, polybus.adapter and this package's modules.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from polybus import Delivery, Message, PolybusError
+from polybus import PolybusError
+from polybus.adapter import DelayHeap, Delivery, Message
 from polybus_kafka._producer import publish
 from polybus_kafka._wire import ATTEMPT_HEADER, DUE_HEADER
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["RetryQueue"]
 
 log = logging.getLogger("polybus.kafka")
-_SEQ = itertools.count()
 
 
 class RetryQueue:
@@ -36,8 +34,8 @@ class RetryQueue:
     def __init__(self, broker: KafkaBroker, topic: str | None) -> None:
         self.broker = broker
         self.topic = topic
-        self.heap: list[tuple[float, int, Delivery]] = []
-        """``(due, sequence, delivery)``, a heap: the consumer's hot path reads it directly."""
+        self.heap: DelayHeap[Delivery] = DelayHeap()
+        """Due times are seconds since the epoch (a retry copy's ``polybus-due`` is one)."""
 
     def __len__(self) -> int:
         return len(self.heap)
@@ -49,25 +47,23 @@ class RetryQueue:
 
     def hold(self, due: float, delivery: Delivery) -> None:
         """Keep ``delivery`` until ``due`` (seconds since the epoch)."""
-        heapq.heappush(self.heap, (due, next(_SEQ), delivery))
+        self.heap.push(due, delivery)
 
     def next_due(self) -> float | None:
-        return self.heap[0][0] if self.heap else None
+        return self.heap.next_due()
 
     def pop_due(self, now: float, limit: int) -> list[Delivery]:
         """Up to ``limit`` deliveries due at ``now``, the earliest first."""
-        heap = self.heap
-        out: list[Delivery] = []
-        while heap and heap[0][0] <= now and len(out) < limit:
-            out.append(heapq.heappop(heap)[2])
+        out = self.heap.pop_due(now)
+        if len(out) > limit:  # the rest go back, due now, in their order (nothing else is due by now)
+            for delivery in out[limit:]:
+                self.heap.push(now, delivery)
+            del out[limit:]
         return out
 
-    def keep(self, predicate: Callable[[Delivery], bool]) -> None:
-        """Drop the waiting deliveries for which ``predicate`` is false."""
-        kept = [e for e in self.heap if predicate(e[2])]
-        if len(kept) != len(self.heap):
-            heapq.heapify(kept)
-            self.heap = kept
+    def drop(self, predicate: Callable[[Delivery], bool]) -> None:
+        """Drop the waiting deliveries for which ``predicate`` is true."""
+        self.heap.remove(predicate)
 
     def clear(self) -> None:
         self.heap.clear()

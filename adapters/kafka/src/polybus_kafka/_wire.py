@@ -4,7 +4,7 @@ A polybus message is one Kafka record: value = body, key = UTF-8 key, timestamp 
 headers = the message's headers plus ``polybus-id``, without a ``content-type`` of
 ``application/octet-stream`` (implied by ``polybus-id``). Copies on a retry topic also carry
 ``polybus-attempt`` and ``polybus-due``. Reading headers back is here too, except the consumer's
-hot path (one ``polybus-id``), which it inlines. Imports polybus core modules only.
+hot path (one ``polybus-id``), which it inlines. Imports polybus.adapter only.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 from typing import Any
 
-from polybus._message import BYTES, CONTENT_TYPE, ID_HEADER, Message
+from polybus.adapter import BYTES, CONTENT_TYPE, ID_HEADER, Message
 
 __all__ = [
     "ATTEMPT_HEADER",
