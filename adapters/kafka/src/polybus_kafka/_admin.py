@@ -62,6 +62,20 @@ class KafkaAdmin:
             names: list[str] = await self.client.list_topics()
         return names
 
+    async def partitions_of(self) -> dict[str, list[TopicPartition]]:
+        """Every topic's partitions, as the cluster's metadata gives them now.
+
+        Fresh, unlike a client's cached metadata (a topic deleted and re-created elsewhere may have
+        other partitions), and asked for all topics, so no broker creates one for the asking.
+        """
+        with translated(f"reading the topics of {self.settings.display_url}"):
+            topics = await self.client.describe_topics()
+        return {
+            str(t["topic"]): sorted(TopicPartition(t["topic"], p["partition"]) for p in t["partitions"])
+            for t in topics
+            if t["error_code"] == 0
+        }
+
     async def create_topic(self, name: str, partitions: int) -> None:
         """Create ``name`` with ``partitions`` partitions; an existing topic is left as it is."""
         with translated(f"creating topic {name!r}"):

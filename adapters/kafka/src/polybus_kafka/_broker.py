@@ -263,15 +263,16 @@ class KafkaTopic(Topic):
         await admin.delete_groups(list(groups.values()))
 
     async def _stats(self) -> TopicStats:
-        await self._exists()
-        broker, admin = self.broker, self.broker.admin
-        main = await broker.partitions(self.name)
+        admin = self.broker.admin
+        existing = await admin.partitions_of()
+        if self.name not in existing:
+            raise NotFoundError(f"topic {self.name!r} does not exist on {self.broker.display_url}")
+        main = existing[self.name]
         groups = await admin.groups_of(self.name)
-        existing = set(await admin.topic_names())
         retry = {g: retry_topic(self.name, g) for g in groups if retry_topic(self.name, g) in existing}
         all_tps = list(main)
         for name in retry.values():
-            all_tps += await broker.partitions(name)
+            all_tps += existing[name]
         ends = await admin.end_offsets(all_tps)
         starts = await admin.start_offsets(all_tps)
         out = {}
