@@ -245,6 +245,10 @@ class KafkaConsumer(Consumer):
         woken = asyncio.ensure_future(self._wakeup.wait())
         try:
             await asyncio.wait({fetch, woken}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the receive was cancelled: records fetched meanwhile are read again
+            if fetch.done() and not fetch.cancelled() and fetch.exception() is None:
+                self._unread(fetch.result())
+            raise
         finally:
             woken.cancel()
             if not fetch.done():
@@ -256,6 +260,14 @@ class KafkaConsumer(Consumer):
             if not fetch.cancelled():
                 raise
             return {}
+
+    def _unread(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Records aiokafka handed over that no delivery was made of: seek back, so they come again."""
+        client = self._client
+        for tp, batch in records.items():
+            if batch and client is not None:
+                with contextlib.suppress(kerrors.IllegalStateError):  # revoked: the next owner reads it
+                    client.seek(tp, batch[0].offset)
 
     def _pause_retry(self) -> None:
         if self._retry is None:
