@@ -114,7 +114,8 @@ class KafkaConsumer(Consumer):
                 self._watchdog = broker.tansu.watchdog(gid, topics, lambda: self._client, assignor)
             self._client.subscribe([self.topic.name, self._retry], listener=_Rebalance(self))
             try:
-                await asyncio.wait_for(self._assigned.wait(), s.join_timeout)
+                async with asyncio.timeout(s.join_timeout):  # not wait_for: it can swallow a cancel (3.11)
+                    await self._assigned.wait()
             except TimeoutError:
                 raise OperationTimeout(
                     f"could not join group {self.group!r} of {self.topic.name!r} within {s.join_timeout}s"
