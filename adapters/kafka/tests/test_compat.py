@@ -18,6 +18,7 @@ from polybus_kafka._compat import (
     forget_topics,
     member_of,
     set_record_count,
+    track_topic,
 )
 
 import polybus
@@ -49,7 +50,10 @@ async def test_this_aiokafka_has_the_private_attributes(polybus_url: str) -> Non
         gid = f"{topic.name}.{group}"
         response = await coordinator_send(broker.admin.client, gid, DeleteGroupsRequest([gid]))
         assert [name for name, _code in response.results] == [gid]
+        assert track_topic(broker.producer, topic.name)
+        assert topic.name in broker.producer.client._topics
         assert forget_topics(broker.producer, [topic.name])
+        assert topic.name not in broker.producer.client._topics
 
 
 def test_fallbacks_where_the_attributes_are_missing() -> None:
@@ -58,6 +62,7 @@ def test_fallbacks_where_the_attributes_are_missing() -> None:
     set_record_count(batch, 3)  # nothing to correct: the public append counts itself
     assert member_of(object()) == (None, -1)
     assert not forget_topics(object(), ["t"])
+    assert not track_topic(object(), "t")
 
 
 async def test_coordinator_send_without_an_inner_client_raises_compat_error() -> None:

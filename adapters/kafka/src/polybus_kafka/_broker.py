@@ -28,7 +28,7 @@ from polybus import (
 )
 from polybus.adapter import GroupStats, Start, TopicStats
 from polybus_kafka._admin import KafkaAdmin
-from polybus_kafka._compat import forget_topics
+from polybus_kafka._compat import forget_topics, track_topic
 from polybus_kafka._consumer import KafkaConsumer
 from polybus_kafka._errors import translated
 from polybus_kafka._producer import KafkaProducer
@@ -84,6 +84,8 @@ class KafkaBroker(Broker):
         self.tansu: Tansu | None = None
         """The tansu workarounds, set on open where the cluster is tansu (else None)."""
         self._known: dict[str, int] = {}  # topic -> partition count, of topics known to exist
+        self._senders: collections.Counter[str] = collections.Counter()
+        """Open producers (and group members, for their retry copies) per topic: the topics in use."""
         self.batch_locks: collections.defaultdict[tuple[str, int], asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
@@ -215,29 +217,61 @@ class KafkaBroker(Broker):
         with translated(f"reading metadata of {name!r}"):
             count = len(await self.producer.partitions_for(name))
         self._known[name] = count
+        self._track_if_in_use(name)
 
     async def partitions(self, name: str) -> list[TopicPartition]:
         """The partitions of an existing topic."""
         with translated(f"reading metadata of {name!r}"):
             numbers = await self.producer.partitions_for(name)
+        self._track_if_in_use(name)
         return [TopicPartition(name, p) for p in sorted(numbers)]
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The offset after the last record of each partition, as a consumer will really read it."""
         return await self.admin.end_offsets(tps)
 
-    def forget(self, names: list[str]) -> None:
-        """Deleted topics: stop tracking them, so that no metadata request of ours creates them again.
+    # A broker with auto-creation (tansu always, Kafka by default) creates a topic that a metadata
+    # request names, and aiokafka's producer names every topic it ever sent to in each refresh: a
+    # topic deleted here or elsewhere would come back. So the producer keeps metadata only of the
+    # topics in use (an open producer, a group member's retry topic), and never of a deleted one.
 
-        A broker with auto-creation (tansu always, Kafka by default) creates a topic that a metadata
-        request names; aiokafka's producer names every topic it ever sent to in each refresh.
+    def use(self, name: str) -> None:
+        """Someone sends to ``name`` from now on (until :meth:`release`): keep its metadata.
+
+        Call it before ``create_topic(name)``, which then tracks it: a metadata request for a topic
+        not created yet would create it with the broker's defaults.
+        """
+        self._senders[name] += 1
+        if name in self._known:  # create_topic returns at once: track it here
+            self._track_if_in_use(name)
+
+    def release(self, name: str) -> None:
+        """The end of one :meth:`use`; once nobody sends to ``name``, its metadata is let go."""
+        self._senders[name] -= 1
+        if self._senders[name] <= 0:
+            del self._senders[name]
+            self._let_metadata_go([name])
+
+    def forget(self, names: list[str]) -> None:
+        """Deleted topics: forget what is known of them, and let their metadata go.
+
+        Unless a producer of this connection is still open on one: its next send re-creates it.
         """
         for name in names:
             self._known.pop(name, None)
         for key in [k for k in self.batch_locks if k[0] in names]:
             del self.batch_locks[key]
+        self._let_metadata_go([name for name in names if name not in self._senders])
+
+    def _track_if_in_use(self, name: str) -> None:
+        if name not in self._senders:
+            self._let_metadata_go([name])
+        elif self._producer is not None and not track_topic(self._producer, name):
+            log.info("this aiokafka's producer may lose the metadata of %s", name)
+
+    def _let_metadata_go(self, names: list[str]) -> None:
         if self._producer is not None and not forget_topics(self._producer, names):
-            log.info("this aiokafka's producer may re-create the deleted topics %s", names)
+            log.info("this aiokafka's producer keeps asking for metadata of %s", names)
 
 
 class KafkaTopic(Topic):

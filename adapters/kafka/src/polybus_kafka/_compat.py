@@ -11,8 +11,9 @@ silently slower in production), and that each fallback works with an object lack
 - ``AIOKafkaAdminClient._client``: send a request the admin client has no method for
   (DeleteGroups, LeaveGroup, JoinGroup) to a group's coordinator; fallback: ``CompatError``.
 - ``AIOKafkaConsumer._coordinator``: a member's id and generation; fallback: unknown.
-- ``AIOKafkaProducer.client._topics``: the topics the producer keeps metadata of (a deleted topic
-  must leave that list, or the next metadata request re-creates it); fallback: left as it is.
+- ``AIOKafkaProducer.client`` and its ``_topics``: the topics the producer keeps metadata of (a topic
+  nobody here sends to any more must leave that list, or a metadata request re-creates it once it is
+  deleted); fallback: left as it is.
 
 Imports aiokafka only (and no private module of it).
 """
@@ -29,6 +30,7 @@ __all__ = [
     "forget_topics",
     "member_of",
     "set_record_count",
+    "track_topic",
 ]
 
 
@@ -76,6 +78,15 @@ def member_of(consumer: Any) -> tuple[str | None, int]:
     return (member if isinstance(member, str) and member else None), (
         generation if isinstance(generation, int) else -1
     )
+
+
+def track_topic(producer: Any, name: str) -> bool:
+    """Make ``producer`` keep metadata of ``name`` (again); False where that is not possible."""
+    add_topic = getattr(getattr(producer, "client", None), "add_topic", None)
+    if add_topic is None:
+        return False
+    add_topic(name)  # a future, done once the metadata is in; sends wait for it themselves
+    return True
 
 
 def forget_topics(producer: Any, names: Iterable[str]) -> bool:

@@ -58,6 +58,7 @@ class KafkaConsumer(Consumer):
         self._commit_lock = asyncio.Lock()
         self._committer: asyncio.Task[None] | None = None
         self._watchdog: JoinWatchdog | None = None  # on tansu only
+        self._sends_retries = False
         self._paused = False
 
     @property
@@ -95,6 +96,8 @@ class KafkaConsumer(Consumer):
     async def _open_member(self) -> None:
         broker, s = self.topic.broker, self.topic.broker.settings
         assert self._retry is not None and self.group is not None
+        broker.use(self._retry)  # for the retry copies; released in _stop_client
+        self._sends_retries = True
         await broker.create_topic(self._retry, s.retry_partitions or s.partitions)
         assignor = BusyAwareAssignor(self._busy_partitions)
         gid = group_id(self.topic.name, self.group)
@@ -403,6 +406,9 @@ class KafkaConsumer(Consumer):
 
     async def _stop_client(self) -> None:
         await self._stop_watchdog()
+        if self._sends_retries and self._retry is not None:
+            self._sends_retries = False
+            self.topic.broker.release(self._retry)
         client, self._client = self._client, None
         if client is None:
             return

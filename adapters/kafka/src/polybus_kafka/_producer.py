@@ -195,6 +195,20 @@ class KafkaProducer(Producer):
 
     topic: KafkaTopic
 
+    async def _open(self) -> None:
+        self.topic.broker.use(self.topic.name)  # first: ensure() then keeps the topic's metadata
+        try:
+            await super()._open()
+        except BaseException:
+            self.topic.broker.release(self.topic.name)
+            raise
+
+    async def _aclose(self) -> None:
+        try:
+            await super()._aclose()
+        finally:
+            self.topic.broker.release(self.topic.name)
+
     async def _publish(self, messages: list[Message]) -> list[str]:
         broker = self.topic.broker
         await broker.settings.reconnect.run(
