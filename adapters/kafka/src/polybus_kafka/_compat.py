@@ -15,7 +15,7 @@ silently slower in production), and that each fallback works with an object lack
   nobody here sends to any more must leave that list, or a metadata request re-creates it once it is
   deleted); fallback: left as it is.
 
-Imports aiokafka only (and no private module of it).
+Imports nothing: it works on the aiokafka objects it is given.
 """
 
 from __future__ import annotations
