@@ -1,8 +1,8 @@
 """``KafkaConsumer``: a member of a consumer group (or a listener without one) on one topic.
 
 A group member subscribes to the topic and to its group's retry topic, with the busy-aware
-assignor; this module joins, follows rebalances, turns records into deliveries, commits and
-leaves. Acks mark offsets settled in a ``PartitionTracker``; a background task commits the
+assignor; this module joins, follows rebalances, turns records into deliveries, and leaves. Acks
+mark offsets settled in a ``PartitionTracker``; a ``Committer`` (``_commits.py``) commits the
 contiguous settled prefix of each partition every ``commit_interval``. ``nack(delay)`` stores a
 copy on the retry topic and then settles the original (``_retry.py``: the retry topic and the
 copies held until due). A listener without a group reads every partition from its end and keeps
@@ -24,6 +24,7 @@ from aiokafka import errors as kerrors
 from polybus import OperationTimeout, PolybusError
 from polybus.adapter import BYTES, CONTENT_TYPE, Consumer, Delivery, Outcome, Start
 from polybus_kafka._assignor import BusyAwareAssignor
+from polybus_kafka._commits import Committer
 from polybus_kafka._errors import translated
 from polybus_kafka._offsets import PartitionTracker
 from polybus_kafka._retry import RetryQueue
@@ -53,10 +54,10 @@ class KafkaConsumer(Consumer):
         self._retry = retry_topic(topic.name, group) if group else None
         self._retries = RetryQueue(topic.broker, self._retry)
         self._assigned = asyncio.Event()
-        self._dirty = asyncio.Event()
         self._wakeup = asyncio.Event()
-        self._commit_lock = asyncio.Lock()
-        self._committer: asyncio.Task[None] | None = None
+        interval = topic.broker.settings.commit_interval
+        self._commits = Committer(self._trackers, lambda: self._client, interval) if group else None
+        """A group member's commits (a listener commits nothing)."""
         self._watchdog: JoinWatchdog | None = None  # on tansu only
         self._sends_retries = False
         self._paused = False
@@ -123,7 +124,8 @@ class KafkaConsumer(Consumer):
                 raise OperationTimeout(
                     f"could not join group {self.group!r} of {self.topic.name!r} within {s.join_timeout}s"
                 ) from None
-        self._committer = asyncio.create_task(self._commit_loop())
+        assert self._commits is not None
+        self._commits.start()
 
     def _busy_partitions(self) -> list[tuple[str, int]]:
         return [(tp.topic, tp.partition) for tp, t in self._trackers.items() if t.alive and t.busy]
@@ -132,7 +134,8 @@ class KafkaConsumer(Consumer):
         if self._watchdog is not None:
             self._watchdog.joining()
         await self._flush_acks()  # the acks the core still queues count as settled too
-        await self._commit()  # keep what is settled; the rest is redelivered by the next owner
+        if self._commits is not None:  # keep what is settled; the rest is redelivered by the next owner
+            await self._commits.commit()
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         keep = set(assigned)
@@ -322,13 +325,13 @@ class KafkaConsumer(Consumer):
             if tracker.done(offset) and tracker.alive:
                 moved = True
         # a listener settles offsets too (else they pile up), but only a group member commits
-        if moved and self._retry is not None:
-            self._dirty.set()
+        if moved and self._commits is not None:
+            self._commits.dirty.set()
 
     def _settled(self, delivery: Delivery) -> None:
         tracker, offset = delivery.native
-        if tracker.done(offset) and self._retry is not None and tracker.alive:
-            self._dirty.set()
+        if tracker.done(offset) and tracker.alive and self._commits is not None:
+            self._commits.dirty.set()
 
     async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
         tracker = delivery.native[0]
@@ -356,44 +359,13 @@ class KafkaConsumer(Consumer):
         self._retries.hold(time.time() + (delay or 0.0), again)
         self._wakeup.set()
 
-    async def _commit_loop(self) -> None:
-        interval = self.topic.broker.settings.commit_interval
-        while True:
-            await self._dirty.wait()
-            await asyncio.sleep(interval)  # coalesce the acks of this interval into one commit
-            self._dirty.clear()
-            if not await self._commit():
-                self._dirty.set()
-                await asyncio.sleep(0.5)
-
-    async def _commit(self) -> bool:
-        """Commit each partition's contiguous settled prefix; False if the broker refused."""
-        if self._retry is None or self._client is None:
-            return True
-        async with self._commit_lock:
-            offsets = {tp: t.commit_point for tp, t in self._trackers.items() if t.alive and t.dirty}
-            if not offsets:
-                return True
-            try:
-                await self._client.commit(offsets)
-            except (kerrors.KafkaError, kerrors.IllegalOperation, OSError) as exc:
-                log.info("commit of %d partitions failed (%s); retrying", len(offsets), type(exc).__name__)
-                return False
-            for tp, offset in offsets.items():
-                tracker = self._trackers.get(tp)
-                if tracker is not None:
-                    tracker.committed = max(tracker.committed, offset)
-            return True
-
     # -- leaving ---------------------------------------------------------------------------------
 
     async def _release(self, deliveries: list[Delivery]) -> None:
         await self._stop_watchdog()
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
-        await self._commit()  # unsettled offsets stay uncommitted: the group reads them again
+        if self._commits is not None:  # unsettled offsets stay uncommitted: the group reads them again
+            await self._commits.stop()
+            await self._commits.commit()
         for tracker in self._trackers.values():
             tracker.alive = False
         self._retries.clear()
