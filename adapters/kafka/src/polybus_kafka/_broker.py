@@ -85,6 +85,8 @@ class KafkaBroker(Broker):
         """The tansu workarounds, set on open where the cluster is tansu (else None)."""
         self._known: dict[str, int] = {}  # topic -> partition count, of topics known to exist
         self._senders: collections.Counter[str] = collections.Counter()
+        self._consumers: collections.defaultdict[str, set[KafkaConsumer]] = collections.defaultdict(set)
+        """Open consumers per topic, told when this connection deletes their topic."""
         """Open producers (and group members, for their retry copies) per topic: the topics in use."""
         self.batch_locks: collections.defaultdict[tuple[str, int], asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
@@ -252,6 +254,17 @@ class KafkaBroker(Broker):
             del self._senders[name]
             self._let_metadata_go([name])
 
+    def watch(self, consumer: KafkaConsumer) -> None:
+        """Tell ``consumer`` when its topic is deleted through this connection (until :meth:`unwatch`)."""
+        self._consumers[consumer.topic.name].add(consumer)
+
+    def unwatch(self, consumer: KafkaConsumer) -> None:
+        watching = self._consumers.get(consumer.topic.name)
+        if watching is not None:
+            watching.discard(consumer)
+            if not watching:
+                del self._consumers[consumer.topic.name]
+
     def forget(self, names: list[str]) -> None:
         """Deleted topics: forget what is known of them, and let their metadata go.
 
@@ -259,6 +272,8 @@ class KafkaBroker(Broker):
         """
         for name in names:
             self._known.pop(name, None)
+            for consumer in self._consumers.pop(name, set()):
+                consumer.topic_deleted()
         for key in [k for k in self.batch_locks if k[0] in names]:
             del self.batch_locks[key]
         self._let_metadata_go([name for name in names if name not in self._senders])
