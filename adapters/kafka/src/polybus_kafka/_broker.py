@@ -1,8 +1,9 @@
-"""``KafkaBroker`` (``kafka://``) and ``KafkaTopic``: connection, topic admin, stats.
+"""``KafkaBroker`` (``kafka://``) and ``KafkaTopic``: the connection to a cluster, and its topics.
 
-The broker holds one admin client and one producer shared by every ``KafkaProducer`` and by the
-consumers' retry copies; each consumer has its own aiokafka consumer. Imports aiokafka, polybus
-core modules and this package's modules.
+The broker holds one ``KafkaAdmin`` (topics, groups, log positions; ``_admin.py``) and one aiokafka
+producer shared by every ``KafkaProducer`` and by the consumers' retry copies; each consumer has
+its own aiokafka consumer. On open it asks the cluster who it is and, on tansu only, sets up the
+workarounds of ``_tansu.py``. Imports aiokafka, polybus, polybus.adapter and this package's modules.
 """
 
 from __future__ import annotations
@@ -10,35 +11,50 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kerrors
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.protocol.admin import DeleteGroupsRequest
-from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 
 from polybus import (
     Broker,
     Capabilities,
     NotFoundError,
+    PolybusError,
     Support,
     Topic,
 )
-from polybus._topic import GroupStats, TopicStats
-from polybus_kafka._assignor import BusyAwareAssignor
+from polybus.adapter import GroupStats, Start, TopicStats
+from polybus_kafka._admin import KafkaAdmin
+from polybus_kafka._compat import forget_topics, track_topic
 from polybus_kafka._consumer import KafkaConsumer
 from polybus_kafka._errors import translated
 from polybus_kafka._producer import KafkaProducer
 from polybus_kafka._settings import KafkaSettings
-from polybus_kafka._wire import retry_topic, split_group_id
+from polybus_kafka._tansu import Tansu, is_tansu
+from polybus_kafka._wire import retry_topic
 
 __all__ = ["KafkaBroker", "KafkaTopic"]
 
 log = logging.getLogger("polybus.kafka")
-_GROUP_ID_NOT_FOUND = 69  # Kafka error code; aiokafka has no class for it
 _IDEMPOTENCE: dict[tuple[str, ...], bool] = {}  # bootstrap servers -> False once a broker refused it
+_PROBING = contextvars.ContextVar("polybus_kafka_probing_idempotence", default=False)
+
+
+class _RefusedIdempotence(logging.Filter):
+    """aiokafka logs an error when a broker refuses an idempotent producer; polybus then sends
+    without (logged once, at info), so the record is lowered to info while polybus tries it.
+    ``_PROBING`` is set around that try; the producer's sender task inherits it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _PROBING.get() and record.levelno >= logging.ERROR and "InitProducerId" in str(record.msg):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_SENDER_LOG = logging.getLogger("aiokafka.producer.sender")
 
 
 class KafkaBroker(Broker):
@@ -63,9 +79,15 @@ class KafkaBroker(Broker):
             backlog_stats=Support.NATIVE,
             max_message_size=settings.max_message_size,
         )
-        self._admin: AIOKafkaAdminClient | None = None
+        self._admin: KafkaAdmin | None = None
         self._producer: AIOKafkaProducer | None = None
+        self.tansu: Tansu | None = None
+        """The tansu workarounds, set on open where the cluster is tansu (else None)."""
         self._known: dict[str, int] = {}  # topic -> partition count, of topics known to exist
+        self._senders: collections.Counter[str] = collections.Counter()
+        self._consumers: collections.defaultdict[str, set[KafkaConsumer]] = collections.defaultdict(set)
+        """Open consumers per topic, told when this connection deletes their topic."""
+        """Open producers (and group members, for their retry copies) per topic: the topics in use."""
         self.batch_locks: collections.defaultdict[tuple[str, int], asyncio.Lock] = collections.defaultdict(
             asyncio.Lock
         )
@@ -82,7 +104,8 @@ class KafkaBroker(Broker):
         return self.settings.display_url
 
     @property
-    def admin(self) -> AIOKafkaAdminClient:
+    def admin(self) -> KafkaAdmin:
+        """Topics, groups and log positions of the cluster."""
         assert self._admin is not None
         return self._admin
 
@@ -96,12 +119,26 @@ class KafkaBroker(Broker):
         where = f"connecting to {self.display_url}"
         try:
             with translated(where):
-                self._admin = AIOKafkaAdminClient(**self.settings.client_options())
+                self._admin = KafkaAdmin(self.settings, self.new_consumer)
                 await self._admin.start()
+                await self._identify()
                 self._producer = await self._start_producer()
         except BaseException:
             await self._aclose()
             raise
+
+    async def _identify(self) -> None:
+        """Set up the tansu workarounds if the cluster is tansu (the ``tansu`` setting overrides)."""
+        setting = self.settings.tansu
+        cluster_id = None
+        if setting is None:
+            try:
+                cluster_id = await self.admin.cluster_id()
+            except PolybusError as exc:  # an old broker: not tansu, which answers
+                log.info("%s: could not read the cluster id (%s)", self.display_url, exc)
+        if is_tansu(cluster_id, setting):
+            self.tansu = Tansu(self.settings, self.admin)
+            self.admin.read_back = self.tansu.read_back
 
     async def _start_producer(self) -> AIOKafkaProducer:
         s = self.settings
@@ -113,8 +150,13 @@ class KafkaBroker(Broker):
             "linger_ms": s.linger_ms,
             "compression_type": s.compression,
         }
-        if s.idempotence is not False and _IDEMPOTENCE.get(tuple(s.bootstrap_servers)) is not False:
+        servers = tuple(s.bootstrap_servers)
+        auto = s.idempotence is None and self.tansu is None and _IDEMPOTENCE.get(servers) is not False
+        if s.idempotence or auto:
             producer = AIOKafkaProducer(**options, enable_idempotence=True)
+            if _RefusedIdempotence not in {type(f) for f in _SENDER_LOG.filters}:
+                _SENDER_LOG.addFilter(_RefusedIdempotence())
+            token = _PROBING.set(not s.idempotence)
             try:
                 await producer.start()
                 return producer
@@ -126,8 +168,10 @@ class KafkaBroker(Broker):
                 await producer.stop()
                 if s.idempotence:
                     raise
-                _IDEMPOTENCE[tuple(s.bootstrap_servers)] = False
+                _IDEMPOTENCE[servers] = False
                 log.info("%s does not support idempotent producers; sending without", self.display_url)
+            finally:
+                _PROBING.reset(token)
         producer = AIOKafkaProducer(**options)
         try:
             await producer.start()
@@ -139,12 +183,12 @@ class KafkaBroker(Broker):
     async def _aclose(self) -> None:
         producer, admin = self._producer, self._admin
         self._producer = self._admin = None
+        self.tansu = None
         with contextlib.suppress(Exception):
             if producer is not None:
                 await producer.stop()
-        with contextlib.suppress(Exception):
-            if admin is not None:
-                await admin.close()
+        if admin is not None:
+            await admin.close()
 
     def _topic(self, name: str) -> KafkaTopic:
         return KafkaTopic(self, name)
@@ -164,147 +208,85 @@ class KafkaBroker(Broker):
     # -- topics -------------------------------------------------------------------------------
 
     async def topic_names(self) -> list[str]:
-        with translated(f"listing topics on {self.display_url}"):
-            names: list[str] = await self.admin.list_topics()
-        return names
+        """Names of the cluster's topics."""
+        return await self.admin.topic_names()
 
     async def create_topic(self, name: str, partitions: int) -> None:
         """Create ``name`` if missing, then wait until its partitions show in metadata."""
         if name in self._known:
             return
-        with translated(f"creating topic {name!r}"):
-            response = await self.admin.create_topics(
-                [NewTopic(name, partitions, self.settings.replication_factor)]
-            )
-            for _topic, code, *rest in response.topic_errors:
-                error = kerrors.for_code(code)
-                if error not in (kerrors.NoError, kerrors.TopicAlreadyExistsError):
-                    raise error(rest[0] if rest else "")
+        await self.admin.create_topic(name, partitions)
+        with translated(f"reading metadata of {name!r}"):
             count = len(await self.producer.partitions_for(name))
         self._known[name] = count
+        self._track_if_in_use(name)
 
     async def partitions(self, name: str) -> list[TopicPartition]:
         """The partitions of an existing topic."""
         with translated(f"reading metadata of {name!r}"):
             numbers = await self.producer.partitions_for(name)
+        self._track_if_in_use(name)
         return [TopicPartition(name, p) for p in sorted(numbers)]
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The offset after the last record of each partition, as a consumer will really read it.
+        """The offset after the last record of each partition, as a consumer will really read it."""
+        return await self.admin.end_offsets(tps)
 
-        A broker answers ``ListOffsets(latest)`` with that offset; tansu answers with the base offset
-        of the last record batch plus one, which is too low when that batch holds several records.
-        So the last batch is read back from that offset and the highest offset in it wins; on Apache
-        Kafka that read returns nothing new and the answer stands.
+    # A broker with auto-creation (tansu always, Kafka by default) creates a topic that a metadata
+    # request names, and aiokafka's producer names every topic it ever sent to in each refresh: a
+    # topic deleted here or elsewhere would come back. So the producer keeps metadata only of the
+    # topics in use (an open producer, a group member's retry topic), and never of a deleted one.
+
+    def use(self, name: str) -> None:
+        """Someone sends to ``name`` from now on (until :meth:`release`): keep its metadata.
+
+        Call it before ``create_topic(name)``, which then tracks it: a metadata request for a topic
+        not created yet would create it with the broker's defaults.
         """
-        if not tps:
-            return {}
-        probe = self.new_consumer()
-        try:
-            with translated("reading end offsets"):
-                await probe.start()
-                ends: dict[TopicPartition, int] = dict(await probe.end_offsets(tps))
-                starts = await probe.beginning_offsets(tps)
-                todo = {tp for tp, end in ends.items() if end > starts.get(tp, 0)}
-                if not todo:
-                    return ends
-                probe.assign(list(todo))
-                for tp in todo:
-                    probe.seek(tp, ends[tp] - 1)
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 5.0
-                while todo and loop.time() < deadline:
-                    got = await probe.getmany(*todo, timeout_ms=200)
-                    for tp, records in got.items():
-                        if records:
-                            ends[tp] = max(ends[tp], records[-1].offset + 1)
-                            todo.discard(tp)
-                return ends
-        finally:
-            with contextlib.suppress(Exception):
-                await probe.stop()
+        self._senders[name] += 1
+        if name in self._known:  # create_topic returns at once: track it here
+            self._track_if_in_use(name)
 
-    async def delete_groups(self, gids: list[str]) -> None:
-        """Delete consumer groups (their committed offsets), so a re-created topic starts clean."""
-        if not gids:
-            return
-        with translated("deleting consumer groups"):
-            for gid in gids:
-                node = await self.admin.find_coordinator(gid)
-                response = await self.admin._client.send(node, DeleteGroupsRequest([gid]))
-                for name, code in response.results:
-                    if code not in (0, _GROUP_ID_NOT_FOUND):
-                        log.warning("could not delete group %s: %s", name, kerrors.for_code(code).__name__)
+    def release(self, name: str) -> None:
+        """The end of one :meth:`use`; once nobody sends to ``name``, its metadata is let go."""
+        self._senders[name] -= 1
+        if self._senders[name] <= 0:
+            del self._senders[name]
+            self._let_metadata_go([name])
 
-    async def leave_group(self, gid: str, member_id: str) -> None:
-        """Tell the coordinator that ``member_id`` left ``gid`` (best effort, errors are logged)."""
-        try:
-            async with asyncio.timeout(5):
-                node = await self.admin.find_coordinator(gid)
-                await self.admin._client.send(node, LeaveGroupRequest(gid, member_id))
-        except (kerrors.KafkaError, OSError, TimeoutError) as exc:
-            log.info("leaving group %s failed: %s", gid, exc)
+    def watch(self, consumer: KafkaConsumer) -> None:
+        """Tell ``consumer`` when its topic is deleted through this connection (until :meth:`unwatch`)."""
+        self._consumers[consumer.topic.name].add(consumer)
 
-    async def join_group_as(self, gid: str, member_id: str, metadata: bytes) -> str | None:
-        """Send a JoinGroup for ``member_id`` of ``gid``; the leader it names, or None (errors are logged).
+    def unwatch(self, consumer: KafkaConsumer) -> None:
+        watching = self._consumers.get(consumer.topic.name)
+        if watching is not None:
+            watching.discard(consumer)
+            if not watching:
+                del self._consumers[consumer.topic.name]
 
-        Used to un-wedge a rebalance stuck behind a departed leader on tansu (see ``KafkaConsumer``).
+    def forget(self, names: list[str]) -> None:
+        """Deleted topics: forget what is known of them, and let their metadata go.
+
+        Unless a producer of this connection is still open on one: its next send re-creates it.
         """
-        s = self.settings
-        request = JoinGroupRequest(
-            gid,
-            s.session_timeout_ms,
-            s.rebalance_timeout_ms,
-            member_id,
-            None,
-            "consumer",
-            [(BusyAwareAssignor.name, metadata)],
-        )
-        try:
-            async with asyncio.timeout(s.session_timeout_ms / 1000 + s.rebalance_timeout_ms / 1000 + 5):
-                node = await self.admin.find_coordinator(gid)
-                response = await self.admin._client.send(node, request)
-        except (kerrors.KafkaError, OSError, TimeoutError) as exc:
-            log.info("joining group %s as %s failed: %s", gid, member_id, exc)
-            return None
-        if response.error_code != 0:
-            error = kerrors.for_code(response.error_code).__name__
-            log.info("joining group %s as %s: %s", gid, member_id, error)
-            return None
-        return str(response.leader_id)
+        for name in names:
+            self._known.pop(name, None)
+            for consumer in self._consumers.pop(name, set()):
+                consumer.topic_deleted()
+        for key in [k for k in self.batch_locks if k[0] in names]:
+            del self.batch_locks[key]
+        self._let_metadata_go([name for name in names if name not in self._senders])
 
-    async def group_members(self, gid: str) -> set[str] | None:
-        """Member ids of ``gid`` as its coordinator lists them, or None (errors are logged)."""
-        try:
-            async with asyncio.timeout(10):
-                responses = await self.admin.describe_consumer_groups([gid])
-            members: set[str] = set()
-            for response in responses:
-                for group in response.groups:  # (error, id, state, protocol type, protocol, members, ...)
-                    if group[0] != 0:
-                        return None
-                    members.update(str(member[0]) for member in group[5])
-        except (kerrors.KafkaError, OSError, TimeoutError, IndexError, TypeError) as exc:
-            log.info("describing group %s failed: %r", gid, exc)
-            return None
-        return members
+    def _track_if_in_use(self, name: str) -> None:
+        if name not in self._senders:
+            self._let_metadata_go([name])
+        elif self._producer is not None and not track_topic(self._producer, name):
+            log.info("this aiokafka's producer may lose the metadata of %s", name)
 
-    async def groups_of(self, topic: str) -> dict[str, str]:
-        """``{polybus group: Kafka group id}`` of the groups on ``topic``."""
-        with translated("listing consumer groups"):
-            listed = await self.admin.list_consumer_groups()
-        out = {}
-        for gid, *_ in listed:
-            group = split_group_id(topic, gid)
-            if group is not None:
-                out[group] = gid
-        return out
-
-    async def committed(self, gid: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Committed offsets of ``gid`` (partitions without a commit are left out)."""
-        with translated(f"reading offsets of group {gid!r}"):
-            offsets = await self.admin.list_consumer_group_offsets(gid, partitions=tps)
-        return {tp: meta.offset for tp, meta in offsets.items() if meta is not None and meta.offset >= 0}
+    def _let_metadata_go(self, names: list[str]) -> None:
+        if self._producer is not None and not forget_topics(self._producer, names):
+            log.info("this aiokafka's producer keeps asking for metadata of %s", names)
 
 
 class KafkaTopic(Topic):
@@ -321,38 +303,31 @@ class KafkaTopic(Topic):
 
     async def _delete(self) -> None:
         await self._exists()
-        broker = self.broker
-        groups = await broker.groups_of(self.name)
+        broker, admin = self.broker, self.broker.admin
+        groups = await admin.groups_of(self.name)
         doomed = [self.name, *(retry_topic(self.name, g) for g in groups)]
-        existing = set(await broker.topic_names())
-        with translated(f"deleting topic {self.name!r}"):
-            await broker.admin.delete_topics([t for t in doomed if t in existing])
-        for name in doomed:
-            broker._known.pop(name, None)
-        await broker.delete_groups(list(groups.values()))
+        existing = set(await admin.topic_names())
+        await admin.delete_topics([t for t in doomed if t in existing])
+        broker.forget(doomed)
+        await admin.delete_groups(list(groups.values()))
 
     async def _stats(self) -> TopicStats:
-        await self._exists()
-        broker = self.broker
-        main = await broker.partitions(self.name)
-        groups = await broker.groups_of(self.name)
-        existing = set(await broker.topic_names())
+        admin = self.broker.admin
+        existing = await admin.partitions_of()
+        if self.name not in existing:
+            raise NotFoundError(f"topic {self.name!r} does not exist on {self.broker.display_url}")
+        main = existing[self.name]
+        groups = await admin.groups_of(self.name)
         retry = {g: retry_topic(self.name, g) for g in groups if retry_topic(self.name, g) in existing}
         all_tps = list(main)
         for name in retry.values():
-            all_tps += await broker.partitions(name)
-        ends = await broker.end_offsets(all_tps)
-        with translated("reading start offsets"):
-            probe = broker.new_consumer()
-            try:
-                await probe.start()
-                starts = await probe.beginning_offsets(all_tps)
-            finally:
-                await probe.stop()
+            all_tps += existing[name]
+        ends = await admin.end_offsets(all_tps)
+        starts = await admin.start_offsets(all_tps)
         out = {}
         for group, gid in groups.items():
             tps = [tp for tp in all_tps if tp.topic in (self.name, retry.get(group))]
-            committed = await broker.committed(gid, tps)
+            committed = await admin.committed(gid, tps)
             backlog = 0
             for tp in tps:
                 default = ends[tp] if tp.topic == self.name else starts.get(tp, 0)
@@ -364,6 +339,6 @@ class KafkaTopic(Topic):
     def _producer(self, options: Any) -> KafkaProducer:
         return KafkaProducer(self)
 
-    def _consumer(self, group: str | None, prefetch: int, start: str, options: Any) -> KafkaConsumer:
+    def _consumer(self, group: str | None, prefetch: int, start: Start, options: Any) -> KafkaConsumer:
         """``start="earliest"`` makes a new group (or a listener) read the log from its start."""
-        return KafkaConsumer(self, group, prefetch, start=start)
+        return KafkaConsumer(self, group, prefetch, start)

@@ -1,20 +1,19 @@
 """``KafkaConsumer``: a member of a consumer group (or a listener without one) on one topic.
 
 A group member subscribes to the topic and to its group's retry topic, with the busy-aware
-assignor. Acks mark offsets settled in a ``PartitionTracker``; a background task commits the
+assignor; this module joins, follows rebalances, turns records into deliveries, and leaves. Acks
+mark offsets settled in a ``PartitionTracker``; a ``Committer`` (``_commits.py``) commits the
 contiguous settled prefix of each partition every ``commit_interval``. ``nack(delay)`` stores a
-copy on the retry topic (attempt + 1, due time) and then settles the original; retry records are
-held in memory until due, so a long delay never stalls a partition. A listener without a group
-reads every partition from its end and keeps nacks in memory. Imports aiokafka, polybus core
-modules and this package's modules.
+copy on the retry topic and then settles the original (``_retry.py``: the retry topic and the
+copies held until due). A listener without a group reads every partition from its end and keeps
+nacks in memory. On tansu, a ``JoinWatchdog`` watches the member's joins (``_tansu.py``).
+Imports aiokafka, polybus, polybus.adapter and this package's modules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,21 +21,15 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kerrors
 
-from polybus import ConfigurationError, Consumer, Delivery, Message, OperationTimeout, PolybusError
-from polybus._delivery import Outcome
-from polybus._message import BYTES, CONTENT_TYPE
+from polybus import NotFoundError, OperationTimeout, PolybusError
+from polybus.adapter import BYTES, CONTENT_TYPE, Consumer, Delivery, Outcome, Start
 from polybus_kafka._assignor import BusyAwareAssignor
+from polybus_kafka._commits import Committer
 from polybus_kafka._errors import translated
 from polybus_kafka._offsets import PartitionTracker
-from polybus_kafka._producer import publish
-from polybus_kafka._wire import (
-    ATTEMPT_HEADER,
-    DUE_HEADER,
-    ID_HEADER,
-    INTERNAL_HEADERS,
-    group_id,
-    retry_topic,
-)
+from polybus_kafka._retry import RetryQueue
+from polybus_kafka._tansu import JoinWatchdog
+from polybus_kafka._wire import ID_HEADER, due_time, group_id, read_headers, retry_topic
 
 if TYPE_CHECKING:
     from polybus_kafka._broker import KafkaTopic
@@ -44,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["KafkaConsumer"]
 
 log = logging.getLogger("polybus.kafka")
-_SEQ = itertools.count()
 _CHUNK = 100
 """Most deliveries one fetch makes from the records aiokafka has read ahead."""
 
@@ -54,23 +46,21 @@ class KafkaConsumer(Consumer):
 
     topic: KafkaTopic
 
-    def __init__(self, topic: KafkaTopic, group: str | None, prefetch: int, *, start: str = "latest") -> None:
-        if start not in ("latest", "earliest"):
-            raise ConfigurationError(f"start must be 'latest' or 'earliest', not {start!r}")
+    def __init__(self, topic: KafkaTopic, group: str | None, prefetch: int, start: Start = "latest") -> None:
         super().__init__(topic, group, prefetch)
         self._start = start
         self._client: AIOKafkaConsumer | None = None
         self._trackers: dict[TopicPartition, PartitionTracker] = {}
-        self._delayed: list[tuple[float, int, Delivery]] = []  # (due, seq, delivery), a heap
         self._retry = retry_topic(topic.name, group) if group else None
+        self._retries = RetryQueue(topic.broker, self._retry)
         self._assigned = asyncio.Event()
-        self._dirty = asyncio.Event()
         self._wakeup = asyncio.Event()
-        self._commit_lock = asyncio.Lock()
-        self._committer: asyncio.Task[None] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
-        self._joining_since: float | None = None
-        self._assignor: BusyAwareAssignor | None = None
+        interval = topic.broker.settings.commit_interval
+        self._commits = Committer(self._trackers, lambda: self._client, interval) if group else None
+        """A group member's commits (a listener commits nothing)."""
+        self._watchdog: JoinWatchdog | None = None  # on tansu only
+        self._sends_retries = False
+        self._deleted = False  # the topic was deleted through this broker connection
         self._paused = False
 
     @property
@@ -81,6 +71,7 @@ class KafkaConsumer(Consumer):
     # -- joining ---------------------------------------------------------------------------------
 
     async def _open(self) -> None:
+        self.topic.broker.watch(self)
         try:
             if self.group is None:
                 await self._open_listener()
@@ -94,15 +85,9 @@ class KafkaConsumer(Consumer):
         broker = self.topic.broker
         tps = await broker.partitions(self.topic.name)
         if self._start == "earliest":
-            with translated(f"reading start offsets of {self.topic.name!r}"):
-                probe = broker.new_consumer()
-                try:
-                    await probe.start()
-                    ends = dict(await probe.beginning_offsets(tps))
-                finally:
-                    await probe.stop()
+            ends = await broker.admin.start_offsets(tps)
         else:
-            ends = await broker.end_offsets(tps)
+            ends = await broker.admin.end_offsets(tps)
         self._client = broker.new_consumer()
         with translated(f"opening a listener on {self.topic.name!r}"):
             await self._client.start()
@@ -114,36 +99,45 @@ class KafkaConsumer(Consumer):
     async def _open_member(self) -> None:
         broker, s = self.topic.broker, self.topic.broker.settings
         assert self._retry is not None and self.group is not None
+        broker.use(self._retry)  # for the retry copies; released in _stop_client
+        self._sends_retries = True
         await broker.create_topic(self._retry, s.retry_partitions or s.partitions)
-        self._assignor = BusyAwareAssignor(self._busy_partitions)
+        assignor = BusyAwareAssignor(self._busy_partitions)
+        gid = group_id(self.topic.name, self.group)
         self._client = broker.new_consumer(
-            group_id=group_id(self.topic.name, self.group),
+            group_id=gid,
             auto_offset_reset="earliest",
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             rebalance_timeout_ms=s.rebalance_timeout_ms,
             max_poll_interval_ms=s.max_poll_interval_ms,
-            partition_assignment_strategy=(self._assignor,),
+            partition_assignment_strategy=(assignor,),
         )
         with translated(f"joining group {self.group!r} of {self.topic.name!r}"):
             await self._client.start()
-            self._joining_since = time.monotonic()
-            self._watchdog = asyncio.create_task(self._watch_joins())
+            if broker.tansu is not None:
+                topics = (self.topic.name, self._retry)
+                self._watchdog = broker.tansu.watchdog(gid, topics, lambda: self._client, assignor)
             self._client.subscribe([self.topic.name, self._retry], listener=_Rebalance(self))
             try:
-                await asyncio.wait_for(self._assigned.wait(), s.join_timeout)
+                async with asyncio.timeout(s.join_timeout):  # not wait_for: it can swallow a cancel (3.11)
+                    await self._assigned.wait()
             except TimeoutError:
                 raise OperationTimeout(
                     f"could not join group {self.group!r} of {self.topic.name!r} within {s.join_timeout}s"
                 ) from None
-        self._committer = asyncio.create_task(self._commit_loop())
+        assert self._commits is not None
+        self._commits.start()
 
     def _busy_partitions(self) -> list[tuple[str, int]]:
         return [(tp.topic, tp.partition) for tp, t in self._trackers.items() if t.alive and t.busy]
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
-        self._joining_since = time.monotonic()
-        await self._commit()  # keep what is settled; the rest is redelivered by the next owner
+        if self._watchdog is not None:
+            self._watchdog.joining()
+        await self._flush_acks()  # the acks the core still queues count as settled too
+        if self._commits is not None:  # keep what is settled; the rest is redelivered by the next owner
+            await self._commits.commit()
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         keep = set(assigned)
@@ -171,7 +165,8 @@ class KafkaConsumer(Consumer):
                 self._paused = False  # a new assignment starts unpaused: pause the retry topic again if full
                 with contextlib.suppress(kerrors.IllegalStateError):
                     self._pause_retry()
-        self._joining_since = None
+        if self._watchdog is not None:
+            self._watchdog.joined()
         self._assigned.set()
 
     async def _track_new(self, new: list[TopicPartition]) -> None:
@@ -182,12 +177,12 @@ class KafkaConsumer(Consumer):
         gid = group_id(self.topic.name, self.group or "")
         committed: dict[TopicPartition, int] = {}
         try:
-            committed = await broker.committed(gid, new)
+            committed = await broker.admin.committed(gid, new)
             fresh = [tp for tp in new if tp.topic == self.topic.name and tp not in committed]
             if self._start == "earliest":
                 fresh = []  # a new group replays the log from its start (auto_offset_reset)
             if fresh:  # a new group: it starts with the messages sent from now on
-                ends = await broker.end_offsets(fresh)
+                ends = await broker.admin.end_offsets(fresh)
                 for tp in fresh:
                     client.seek(tp, ends[tp])
                     committed[tp] = ends[tp]
@@ -198,66 +193,10 @@ class KafkaConsumer(Consumer):
         for tp in new:
             self._trackers[tp] = PartitionTracker(tp, committed.get(tp, 0))
 
-    async def _watch_joins(self) -> None:
-        """Un-wedge a rebalance that waits for a leader that already left (tansu; see docs/kafka.md).
-
-        tansu keeps naming a leader that left the group while a rebalance was under way, so the other
-        members' SyncGroups fail until that leader times out, which it never does: it is no member any
-        more. After ``session + rebalance timeout`` without an assignment, this member asks the
-        coordinator who leads (a JoinGroup as itself, as aiokafka sends anyway), and if that is no member
-        of the group (DescribeGroups), joins once in its name: the coordinator then evicts it after a
-        session timeout, as any silent member, and the next join elects a live leader. On Apache Kafka
-        joins end well before.
-        """
-        s = self.topic.broker.settings
-        patience = (s.session_timeout_ms + s.rebalance_timeout_ms) / 1000
-        while True:
-            await asyncio.sleep(min(1.0, patience / 4))
-            since = self._joining_since
-            if since is None or time.monotonic() - since < patience:
-                continue
-            try:
-                await self._unwedge(time.monotonic() - since)
-            except Exception as exc:  # best effort: the join goes on as it is
-                log.info("group %s: probing a stuck rebalance failed (%r)", self.group, exc)
-            if self._joining_since is not None:
-                self._joining_since = time.monotonic()  # try again after another full wait
-
-    async def _unwedge(self, waited: float) -> None:
-        client, assignor = self._client, self._assignor
-        coordinator = getattr(client, "_coordinator", None)
-        member = getattr(coordinator, "member_id", None) if coordinator is not None else None
-        if client is None or assignor is None or assignor.last_metadata is None:
-            return
-        if not isinstance(member, str) or not member:
-            return
-        assert self._retry is not None
-        broker = self.topic.broker
-        gid = group_id(self.topic.name, self.group or "")
-        # the same metadata as aiokafka's own last JoinGroup: the coordinator sees nothing new
-        leader = await broker.join_group_as(gid, member, assignor.last_metadata.encode())
-        if not leader or leader == member or self._joining_since is None:
-            return
-        members = await broker.group_members(gid)
-        if members is None or leader in members:
-            return  # a member: it syncs, or the coordinator evicts it once its session expires
-        log.warning(
-            "group %s: no assignment after %.0fs, the coordinator names %s leader, which left the group: "
-            "joining in its name so that the coordinator evicts it",
-            gid,
-            waited,
-            leader,
-        )
-        empty = BusyAwareAssignor(lambda: ()).metadata([self.topic.name, self._retry])
-        await broker.join_group_as(gid, leader, empty.encode())
-
     def _forget_dead(self) -> None:
         """Drop buffered and delayed deliveries of partitions this member no longer owns."""
         self._drop_buffered(lambda d: not d.native[0].alive)
-        delayed = [e for e in self._delayed if e[2].native[0].alive]
-        if len(delayed) != len(self._delayed):
-            heapq.heapify(delayed)
-            self._delayed = delayed
+        self._retries.drop(lambda d: not d.native[0].alive)
 
     # -- fetching --------------------------------------------------------------------------------
 
@@ -265,13 +204,18 @@ class KafkaConsumer(Consumer):
         # aiokafka reads ahead in the background, so a small chunk costs no round trip, and it keeps
         # the garbage collector quiet: a few hundred live deliveries more trigger young-generation
         # collections that promote them, then full collections (measured: 25% of consume throughput)
+        if self._deleted:
+            raise NotFoundError(f"topic {self.topic.name!r} was deleted")
         max_messages = min(max_messages, _CHUNK)
         now = time.time()
-        out = self._pop_due(now, max_messages)
-        if out:
-            return out
-        if self._delayed:
-            timeout = max(0.0, min(timeout, self._delayed[0][0] - now))
+        retries = self._retries
+        if retries.heap:
+            out = retries.pop_due(now, max_messages)
+            if out:
+                return out
+            timeout = max(0.0, min(timeout, (retries.next_due() or now) - now))
+        else:
+            out = []
         with translated(f"fetching from {self.topic.name!r}"):
             records = await self.client.getmany(timeout_ms=0, max_records=max_messages)
             if not records and timeout > 0:
@@ -295,9 +239,9 @@ class KafkaConsumer(Consumer):
                 continue
             for record in batch:
                 delivery = make(record, tracker, True)
-                due = _due(record)
+                due = due_time(record.headers)
                 if due > now:
-                    heapq.heappush(self._delayed, (due, next(_SEQ), delivery))
+                    retries.hold(due, delivery)
                 else:
                     out.append(delivery)
         self._pause_retry()
@@ -312,6 +256,10 @@ class KafkaConsumer(Consumer):
         woken = asyncio.ensure_future(self._wakeup.wait())
         try:
             await asyncio.wait({fetch, woken}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the receive was cancelled: records fetched meanwhile are read again
+            if fetch.done() and not fetch.cancelled() and fetch.exception() is None:
+                self._unread(fetch.result())
+            raise
         finally:
             woken.cancel()
             if not fetch.done():
@@ -324,16 +272,18 @@ class KafkaConsumer(Consumer):
                 raise
             return {}
 
-    def _pop_due(self, now: float, limit: int) -> list[Delivery]:
-        out: list[Delivery] = []
-        while self._delayed and self._delayed[0][0] <= now and len(out) < limit:
-            out.append(heapq.heappop(self._delayed)[2])
-        return out
+    def _unread(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Records aiokafka handed over that no delivery was made of: seek back, so they come again."""
+        client = self._client
+        for tp, batch in records.items():
+            if batch and client is not None:
+                with contextlib.suppress(kerrors.IllegalStateError):  # revoked: the next owner reads it
+                    client.seek(tp, batch[0].offset)
 
     def _pause_retry(self) -> None:
         if self._retry is None:
             return
-        full = len(self._delayed) >= self.topic.broker.settings.retry_buffer
+        full = self._retries.full
         if full != self._paused:
             tps = [tp for tp in self._trackers if tp.topic == self._retry]
             (self.client.pause if full else self.client.resume)(*tps)
@@ -348,9 +298,9 @@ class KafkaConsumer(Consumer):
                 headers = {CONTENT_TYPE: BYTES}  # implied by polybus-id (see _wire.record_headers)
                 message_id: str | None = pairs[0][1].decode()
             else:
-                headers, message_id, attempt = _read_headers(pairs, retry)
+                headers, message_id, attempt = read_headers(pairs, retry)
         except (UnicodeDecodeError, AttributeError, TypeError):  # not UTF-8, a header without a value...
-            headers, message_id, attempt = _read_headers(pairs, retry)
+            headers, message_id, attempt = read_headers(pairs, retry)
         key = record.key
         value = record.value
         delivery = Delivery(
@@ -372,44 +322,31 @@ class KafkaConsumer(Consumer):
     # -- settling --------------------------------------------------------------------------------
 
     async def _ack_batch(self, deliveries: list[Delivery]) -> None:
-        # an ack marks its offset; the commit loop commits the settled prefix
+        # acks are bookkeeping: each marks its offset, and the commit loop commits the settled prefix
+        moved = False
         for delivery in deliveries:
-            self._ack_in_memory(delivery)
-
-    def _ack_in_memory(self, delivery: Delivery) -> None:
-        tracker, offset = delivery.native
+            tracker, offset = delivery.native
+            if tracker.done(offset) and tracker.alive:
+                moved = True
         # a listener settles offsets too (else they pile up), but only a group member commits
-        if tracker.done(offset) and self._retry is not None and tracker.alive:
-            self._dirty.set()
+        if moved and self._commits is not None:
+            self._commits.dirty.set()
+
+    def _settled(self, delivery: Delivery) -> None:
+        tracker, offset = delivery.native
+        if tracker.done(offset) and tracker.alive and self._commits is not None:
+            self._commits.dirty.set()
 
     async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
         tracker = delivery.native[0]
         if (
             outcome is Outcome.NACK
             and tracker.alive
-            and (self._retry is None or not await self._send_retry(delivery, delay))
+            and (self._retry is None or not await self._retries.send_copy(delivery, delay))
         ):
             self._requeue(delivery, delay)  # in memory: the offset stays unsettled meanwhile
             return
-        self._ack_in_memory(delivery)  # settled here; a nack's copy is safe on the retry topic
-
-    async def _send_retry(self, delivery: Delivery, delay: float | None) -> bool:
-        assert self._retry is not None
-        due = time.time() + (delay or 0.0)
-        copy = Message(
-            body=delivery.body,
-            headers=delivery.headers,
-            key=delivery.key,
-            id=delivery.id,
-            timestamp=delivery.timestamp,
-        )
-        extra = {ATTEMPT_HEADER: str(delivery.attempt + 1), DUE_HEADER: str(int(due * 1000))}
-        try:
-            await publish(self.topic.broker, self._retry, [copy], [extra])
-        except PolybusError as exc:
-            log.warning("nack of %s: the retry copy failed (%s); redelivering from memory", delivery.id, exc)
-            return False
-        return True
+        self._settled(delivery)  # a reject, or a nack whose copy is safe on the retry topic
 
     def _requeue(self, delivery: Delivery, delay: float | None) -> None:
         again = Delivery(
@@ -423,104 +360,57 @@ class KafkaConsumer(Consumer):
             attempt=delivery.attempt + 1,
             native=delivery.native,
         )
-        heapq.heappush(self._delayed, (time.time() + (delay or 0.0), next(_SEQ), again))
+        self._retries.hold(time.time() + (delay or 0.0), again)
         self._wakeup.set()
-
-    async def _commit_loop(self) -> None:
-        interval = self.topic.broker.settings.commit_interval
-        while True:
-            await self._dirty.wait()
-            await asyncio.sleep(interval)  # coalesce the acks of this interval into one commit
-            self._dirty.clear()
-            if not await self._commit():
-                self._dirty.set()
-                await asyncio.sleep(0.5)
-
-    async def _commit(self) -> bool:
-        """Commit each partition's contiguous settled prefix; False if the broker refused."""
-        if self._retry is None or self._client is None:
-            return True
-        async with self._commit_lock:
-            offsets = {tp: t.commit_point for tp, t in self._trackers.items() if t.alive and t.dirty}
-            if not offsets:
-                return True
-            try:
-                await self._client.commit(offsets)
-            except (kerrors.KafkaError, kerrors.IllegalOperation, OSError) as exc:
-                log.info("commit of %d partitions failed (%s); retrying", len(offsets), type(exc).__name__)
-                return False
-            for tp, offset in offsets.items():
-                tracker = self._trackers.get(tp)
-                if tracker is not None:
-                    tracker.committed = max(tracker.committed, offset)
-            return True
 
     # -- leaving ---------------------------------------------------------------------------------
 
     async def _release(self, deliveries: list[Delivery]) -> None:
         await self._stop_watchdog()
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
-        await self._commit()  # unsettled offsets stay uncommitted: the group reads them again
+        if self._commits is not None:  # unsettled offsets stay uncommitted: the group reads them again
+            await self._commits.stop()
+            await self._commits.commit()
         for tracker in self._trackers.values():
             tracker.alive = False
-        self._delayed.clear()
+        self._retries.clear()
         await self._stop_client()
 
     async def _stop_watchdog(self) -> None:
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            await watchdog.stop()
+
+    def topic_deleted(self) -> None:
+        """The topic was deleted (through this broker connection): stop reading, raise NotFoundError.
+
+        The client unsubscribes (a subscription would make an auto-creating broker create the topic
+        again); what was fetched and not handed out is dropped, and nothing more is committed.
+        """
+        self._deleted = True
+        for tracker in self._trackers.values():
+            tracker.alive = False
+        self._drop_buffered(lambda d: True)
+        self._retries.clear()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.unsubscribe()
+        self._wakeup.set()
 
     async def _stop_client(self) -> None:
+        self.topic.broker.unwatch(self)
         await self._stop_watchdog()
+        if self._sends_retries and self._retry is not None:
+            self._sends_retries = False
+            self.topic.broker.release(self._retry)
         client, self._client = self._client, None
         if client is None:
             return
-        # aiokafka leaves the group only from generation 1 on; tansu numbers the first generation 0,
-        # and a member that does not leave holds up the next join for a whole session timeout.
-        coordinator = getattr(client, "_coordinator", None)
-        member = getattr(coordinator, "member_id", None) if coordinator is not None else None
-        first_generation = coordinator is not None and getattr(coordinator, "generation", -1) == 0
+        tansu = self.topic.broker.tansu
+        if tansu is not None and self.group is not None:
+            await tansu.stop_member(client, group_id(self.topic.name, self.group))
+            return
         with contextlib.suppress(Exception):
             await client.stop()
-        if first_generation and member and self.group is not None:
-            await self.topic.broker.leave_group(group_id(self.topic.name, self.group), member)
-
-
-def _read_headers(pairs: Any, retry: bool) -> tuple[dict[str, str], str | None, int]:
-    """Headers, message id and attempt from any record's headers (values need not be UTF-8)."""
-    headers: dict[str, str] = {}
-    message_id = None
-    attempt = 1
-    for name, value in pairs or ():
-        try:
-            text = value.decode() if value is not None else ""
-        except UnicodeDecodeError:
-            text = value.decode("utf-8", "backslashreplace")
-        if name == ID_HEADER:
-            message_id = text
-        elif name not in INTERNAL_HEADERS:
-            headers[name] = text
-        elif name == ATTEMPT_HEADER:
-            with contextlib.suppress(ValueError):  # a malformed value is ignored
-                attempt = max(1, int(text))
-    if message_id is not None and not retry and CONTENT_TYPE not in headers:
-        headers[CONTENT_TYPE] = BYTES  # polybus leaves the content type of bytes out of the record
-    return headers, message_id, attempt
-
-
-def _due(record: Any) -> float:
-    """When a retry copy may be delivered (seconds since the epoch; 0 = now): its ``polybus-due``."""
-    for name, value in record.headers or ():
-        if name == DUE_HEADER:
-            with contextlib.suppress(ValueError, AttributeError):  # malformed: due now
-                return int(value) / 1000
-    return 0.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

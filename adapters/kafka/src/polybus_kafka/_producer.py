@@ -5,7 +5,7 @@ order holds and raw clients agree. Unkeyed messages are sticky, like the Java cl
 partitioner: the messages of one ``send_many`` fill a record batch (``max_batch_size``) on one
 partition, then the next batch goes to the next partition, and each call starts on the partition
 after the previous call's. Every batch is awaited (``acks=all``) before ``send_many`` returns.
-Imports aiokafka, polybus core modules and this package's modules.
+Imports aiokafka, polybus, polybus.adapter and this package's modules.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka.partitioner import murmur2
 
-from polybus import BrokerConnectionError, Message, Producer, PublishError
-from polybus._message import new_message_id
+from polybus import BrokerConnectionError, PublishError
+from polybus.adapter import Message, Producer, new_message_id
+from polybus_kafka._compat import fast_append, set_record_count
 from polybus_kafka._errors import translated
 from polybus_kafka._wire import ID_HEADER, record_headers
 
@@ -143,7 +144,7 @@ class _Batches:
     ``append(offset, timestamp_ms, key, value, headers)`` adds the record at ``offset`` within the
     current batch and returns None once it is full. The hot loops call aiokafka's record builder (C)
     directly: its ``BatchBuilder.append`` wrapper costs as much again per record. Where that builder
-    is not there (another aiokafka version), the public ``append`` is used.
+    is not there (another aiokafka version), the public ``append`` is used (``_compat.fast_append``).
     """
 
     def __init__(self, broker: KafkaBroker, topic: str, partitions: list[int], start: int) -> None:
@@ -153,9 +154,9 @@ class _Batches:
 
     def _new_batch(self) -> None:
         batch = self.batch = self.broker.producer.create_batch()
-        builder = getattr(batch, "_builder", None)
-        if builder is not None and getattr(batch, "_relative_offset", None) == 0:
-            self.append: Any = builder.append
+        fast = fast_append(batch)
+        if fast is not None:
+            self.append: Any = fast
         else:
 
             def public(_offset: int, timestamp: int, key: bytes | None, value: bytes, headers: Any) -> Any:
@@ -177,8 +178,7 @@ class _Batches:
 
     async def _ship(self, records: int) -> None:
         batch, broker = self.batch, self.broker
-        if getattr(batch, "_relative_offset", records) != records:
-            batch._relative_offset = records  # appended past the wrapper: keep its record count right
+        set_record_count(batch, records)  # appended past the wrapper: keep its record count right
         partition = self.partitions[self.start % len(self.partitions)]
         # one batch at a time per partition, first come first served: aiokafka's own wait for a free
         # slot is unfair and times out under many concurrent senders
@@ -194,7 +194,20 @@ class KafkaProducer(Producer):
     """
 
     topic: KafkaTopic
-    _takes_bodies = True
+
+    async def _open(self) -> None:
+        self.topic.broker.use(self.topic.name)  # first: ensure() then keeps the topic's metadata
+        try:
+            await super()._open()
+        except BaseException:
+            self.topic.broker.release(self.topic.name)
+            raise
+
+    async def _aclose(self) -> None:
+        try:
+            await super()._aclose()
+        finally:
+            self.topic.broker.release(self.topic.name)
 
     async def _publish(self, messages: list[Message]) -> list[str]:
         broker = self.topic.broker

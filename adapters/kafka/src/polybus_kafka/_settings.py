@@ -1,36 +1,39 @@
 """``KafkaSettings``: every option of ``kafka://`` and ``kafka+ssl://`` URLs, and the client keywords.
 
-Built from the URL, its query string, keyword options of ``polybus.connect`` and ``POLYBUS_KAFKA_*``
-environment variables (in rising order of precedence: environment, URL, keywords). Passwords are
-``SecretStr`` and leave this module only inside the keyword dicts handed to aiokafka.
-Imports polybus core modules only.
+Built by ``AdapterSettings.from_url`` from ``POLYBUS_KAFKA_<OPTION>`` environment variables, the
+URL, its query string and keyword options of ``polybus.connect`` (in rising order of precedence).
+Passwords are ``SecretStr`` and leave this module only inside the keyword dicts handed to aiokafka.
+Imports polybus only.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 import urllib.parse
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from polybus import ConfigurationError, ReconnectPolicy
-from polybus._settings import describe_error, split_url, tls_context, url_options
+from polybus.adapter import AdapterSettings, tls_context
 
 __all__ = ["KafkaSettings"]
 
+_ENV_PREFIX = "POLYBUS_KAFKA_"
+_URL_HOSTS = "_url_hosts"
+"""Key of the URL's own host in the values ``url_values`` gives; ``bootstrap_servers`` adds to it."""
 
-class KafkaSettings(BaseSettings):
+
+class KafkaSettings(AdapterSettings):
     """Options of ``kafka://[user:password@]host:port?option=value``.
 
     ``kafka+ssl://`` turns TLS on; a user name turns SASL on (``sasl_mechanism``, PLAIN by default).
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="POLYBUS_KAFKA_", extra="forbid", arbitrary_types_allowed=True, hide_input_in_errors=True
-    )
+    model_config = pydantic.ConfigDict(hide_input_in_errors=True)
+    schemes: ClassVar[tuple[str, ...]] = ("kafka", "kafka+ssl")
+    adapter_name: ClassVar[str] = "kafka"
 
     bootstrap_servers: list[str] = pydantic.Field(default_factory=lambda: ["127.0.0.1:9092"])
     """``host:port`` of the brokers to bootstrap from (the URL's host, plus ``bootstrap_servers=a:1,b:2``)."""
@@ -88,15 +91,15 @@ class KafkaSettings(BaseSettings):
     """Delayed retries held in memory per consumer before the retry topic is paused."""
     join_timeout: float = pydantic.Field(default=60.0, gt=0)
     """Longest a consumer waits to join its group when it opens."""
-    reconnect: ReconnectPolicy = pydantic.Field(default_factory=ReconnectPolicy)
-    """Backoff for sends that fail on a lost connection."""
+    tansu: bool | None = None
+    """Apply the workarounds for tansu (``_tansu.py``); ``None`` = where the cluster id is tansu's."""
 
     @pydantic.field_validator("bootstrap_servers", mode="before")
     @classmethod
     def _split_servers(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [s.strip() for s in value.split(",") if s.strip()]
-        return value
+        return list(value) if isinstance(value, tuple | list) else value
 
     def __repr__(self) -> str:
         return (
@@ -105,28 +108,35 @@ class KafkaSettings(BaseSettings):
         )
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> KafkaSettings:
-        """Parse ``url``; keyword ``options`` override its query string."""
-        parts = split_url(url)
-        if parts.scheme.lower() not in ("kafka", "kafka+ssl"):
-            raise ConfigurationError(f"not a kafka URL: {parts.scheme}://")
-        values: dict[str, Any] = {"tls": parts.scheme.lower() == "kafka+ssl"}
-        hosts = [f"{parts.hostname}:{parts.port or 9092}"] if parts.hostname else []
+    def url_values(cls, parts: urllib.parse.SplitResult) -> dict[str, Any]:
+        """``POLYBUS_KAFKA_<OPTION>`` environment variables, then what the URL itself gives."""
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            env = os.environ.get(_ENV_PREFIX + name.upper())
+            if env is not None and name not in ("tls", "reconnect"):  # the scheme sets tls
+                values[name] = env
+        values["tls"] = parts.scheme.lower() == "kafka+ssl"
+        if parts.hostname:
+            values[_URL_HOSTS] = [f"{parts.hostname}:{parts.port or 9092}"]
         if parts.username:
             values["username"] = urllib.parse.unquote(parts.username)
         if parts.password:
             values["password"] = urllib.parse.unquote(parts.password)
-        values.update(url_options(parts))
-        values.update(options)
-        extra = values.pop("bootstrap_servers", None)
+        return values
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _add_url_host(cls, values: Any) -> Any:
+        """The URL's host comes first; ``bootstrap_servers`` (query, keyword, environment) adds to it."""
+        if not isinstance(values, dict) or _URL_HOSTS not in values:
+            return values
+        values = dict(values)
+        hosts = list(values.pop(_URL_HOSTS))
+        extra = values.get("bootstrap_servers")
         if extra:
-            hosts += cls._split_servers(extra) if isinstance(extra, str) else list(extra)
-        if hosts:
-            values["bootstrap_servers"] = hosts
-        try:
-            return cls(**values)
-        except pydantic.ValidationError as exc:
-            raise ConfigurationError(f"invalid kafka options: {describe_error(exc, url)}") from None
+            hosts += cls._split_servers(extra)
+        values["bootstrap_servers"] = hosts
+        return values
 
     @property
     def display_url(self) -> str:

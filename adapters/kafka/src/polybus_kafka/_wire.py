@@ -3,21 +3,26 @@
 A polybus message is one Kafka record: value = body, key = UTF-8 key, timestamp = send time (ms),
 headers = the message's headers plus ``polybus-id``, without a ``content-type`` of
 ``application/octet-stream`` (implied by ``polybus-id``). Copies on a retry topic also carry
-``polybus-attempt`` and ``polybus-due``. Imports polybus core modules only.
+``polybus-attempt`` and ``polybus-due``. Reading headers back is here too, except the consumer's
+hot path (one ``polybus-id``), which it inlines. Imports polybus.adapter only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from typing import Any
 
-from polybus._message import BYTES, CONTENT_TYPE, ID_HEADER, Message
+from polybus.adapter import BYTES, CONTENT_TYPE, ID_HEADER, Message
 
 __all__ = [
     "ATTEMPT_HEADER",
     "DUE_HEADER",
     "ID_HEADER",
     "INTERNAL_HEADERS",
+    "due_time",
     "group_id",
+    "read_headers",
     "record_headers",
     "retry_topic",
 ]
@@ -100,3 +105,37 @@ def _encoded_content_type(value: str) -> tuple[str, bytes]:
     if len(_ENCODED) < 64:  # bounded: content types are few, but nothing stops a service from varying them
         _ENCODED[value] = pair
     return pair
+
+
+def read_headers(pairs: Any, retry: bool) -> tuple[dict[str, str], str | None, int]:
+    """Headers, message id and attempt from any record's headers (values need not be UTF-8).
+
+    ``retry``: the record is a copy on a retry topic, whose content type is kept as it was.
+    """
+    headers: dict[str, str] = {}
+    message_id = None
+    attempt = 1
+    for name, value in pairs or ():
+        try:
+            text = value.decode() if value is not None else ""
+        except UnicodeDecodeError:
+            text = value.decode("utf-8", "backslashreplace")
+        if name == ID_HEADER:
+            message_id = text
+        elif name not in INTERNAL_HEADERS:
+            headers[name] = text
+        elif name == ATTEMPT_HEADER:
+            with contextlib.suppress(ValueError):  # a malformed value is ignored
+                attempt = max(1, int(text))
+    if message_id is not None and not retry and CONTENT_TYPE not in headers:
+        headers[CONTENT_TYPE] = BYTES  # polybus leaves the content type of bytes out of the record
+    return headers, message_id, attempt
+
+
+def due_time(pairs: Any) -> float:
+    """When a retry copy may be delivered (seconds since the epoch; 0 = now), from ``polybus-due``."""
+    for name, value in pairs or ():
+        if name == DUE_HEADER:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):  # malformed: due now
+                return int(value) / 1000
+    return 0.0
