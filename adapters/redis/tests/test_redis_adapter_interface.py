@@ -1,20 +1,15 @@
 """The redis adapter on ``polybus.adapter``: ``start=`` and ``name=`` beyond the contract suite, closing,
-and the adapter's module structure."""
+and closing (the import rules are tests/test_adapter_boundary.py's)."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import graphlib
-import pathlib
 
 import pytest
 from polybus_redis import RedisConsumer
 
 import polybus
 from polybus.testing import unique_name
-
-SRC = pathlib.Path(__file__).parents[1] / "src" / "polybus_redis"
 
 
 async def _bodies(consumer: polybus.Consumer, n: int) -> list[bytes]:
@@ -77,34 +72,3 @@ async def test_cancelling_a_close_is_not_swallowed(polybus_url: str) -> None:
         await asyncio.wait({closing})
         assert closing.cancelled()
         await topic.delete()
-
-
-def _runtime_imports(path: pathlib.Path) -> set[str]:
-    """The ``polybus_redis`` modules ``path`` imports at run time (at the top or inside functions);
-    fails if it imports a private core module (``polybus._*``)."""
-    found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
-            if isinstance(child, ast.ImportFrom) and child.module:
-                assert not child.module.startswith("polybus._"), f"{path.name} imports {child.module}"
-                if child.module == "polybus_redis":
-                    found.update(f"polybus_redis.{a.name}" for a in child.names)
-                elif child.module.startswith("polybus_redis."):
-                    found.add(child.module)
-            visit(child)
-
-    visit(ast.parse(path.read_text()))
-    return {m for m in found if (SRC / f"{m.split('.')[1]}.py").exists()}
-
-
-def test_modules_import_in_one_direction_and_only_public_core_names() -> None:
-    graph = {}
-    for path in SRC.glob("*.py"):
-        imports = _runtime_imports(path)
-        if path.name != "__init__.py":
-            graph[f"polybus_redis.{path.stem}"] = imports
-    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
-    assert order.index("polybus_redis._wire") < order.index("polybus_redis._consumer")
