@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from polybus._adapter_settings import AdapterSettings
 from polybus._capabilities import Capabilities
 from polybus._resource import AsyncResource
 from polybus._topic import Topic, check_name
@@ -26,9 +27,15 @@ class Broker(AsyncResource):
     scheme: ClassVar[str] = ""
     capabilities: Capabilities
     default_prefetch: int = 100
+    settings: AdapterSettings
+    """The adapter's settings (its own subclass of ``polybus.adapter.AdapterSettings``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: AdapterSettings | None = None) -> None:
+        """Adapters: pass the settings; ``default_prefetch`` is taken from them."""
         self._children: set[AsyncResource] = set()
+        if settings is not None:
+            self.settings = settings
+            self.default_prefetch = settings.prefetch
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.display_url}{' closed' if self._closed else ''}>"

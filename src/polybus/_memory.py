@@ -117,11 +117,10 @@ class MemoryBroker(Broker):
     """The in-process broker. ``polybus.connect("memory://")``."""
 
     scheme = "memory"
+    settings: MemorySettings
 
     def __init__(self, settings: MemorySettings | None = None) -> None:
-        super().__init__()
-        self.settings = settings or MemorySettings()
-        self.default_prefetch = self.settings.prefetch
+        super().__init__(settings or MemorySettings())
         self._hub = _HUBS[self.settings.name]
         self.capabilities = Capabilities(
             competing_consumers=Support.NATIVE,

@@ -61,11 +61,10 @@ class KafkaBroker(Broker):
     """A connection to a Kafka cluster: ``polybus.connect("kafka://host:9092")``."""
 
     scheme = "kafka"
+    settings: KafkaSettings
 
     def __init__(self, settings: KafkaSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.default_prefetch = settings.prefetch
+        super().__init__(settings)
         self.capabilities = Capabilities(
             competing_consumers=Support.NATIVE,
             fan_out=Support.NATIVE,

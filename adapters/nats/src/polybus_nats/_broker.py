@@ -72,11 +72,10 @@ class NatsBroker(Broker):
     """A connection to a NATS server with JetStream. ``polybus.connect("nats://host:4222")``."""
 
     scheme = "nats"
+    settings: NatsSettings
 
     def __init__(self, settings: NatsSettings | None = None) -> None:
-        super().__init__()
-        self.settings = settings or NatsSettings()
-        self.default_prefetch = self.settings.prefetch
+        super().__init__(settings or NatsSettings())
         self.capabilities = nats_capabilities(1024 * 1024, self.settings)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None

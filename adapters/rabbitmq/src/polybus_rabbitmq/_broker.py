@@ -59,11 +59,10 @@ class RabbitBroker(Broker):
     """
 
     scheme = "amqp"
+    settings: RabbitSettings
 
     def __init__(self, settings: RabbitSettings | None = None) -> None:
-        super().__init__()
-        self.settings = settings or RabbitSettings()
-        self.default_prefetch = self.settings.prefetch
+        super().__init__(settings or RabbitSettings())
         self.capabilities = _capabilities(self.settings)
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._connection_lock = asyncio.Lock()

@@ -40,11 +40,10 @@ class RedisBroker(Broker):
     """
 
     scheme = "redis"
+    settings: RedisSettings
 
     def __init__(self, settings: RedisSettings | None = None) -> None:
-        super().__init__()
-        self.settings = settings or RedisSettings()
-        self.default_prefetch = self.settings.prefetch
+        super().__init__(settings or RedisSettings())
         self.capabilities = Capabilities(
             competing_consumers=Support.NATIVE,
             fan_out=Support.NATIVE,

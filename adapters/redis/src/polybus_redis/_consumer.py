@@ -36,7 +36,7 @@ from polybus_redis._connection import Command, Reply
 from polybus_redis._errors import ConnectionLost
 from polybus_redis._link import BlockingLink
 from polybus_redis._scripts import CLAIM, HISTORY, LEAVE, MOVE
-from polybus_redis._wire import PARKED, decode_fields, due_key, entry_timestamp
+from polybus_redis._wire import PARKED, delivery_of, due_key
 
 if TYPE_CHECKING:
     from polybus_redis._broker import RedisTopic
@@ -190,18 +190,7 @@ class RedisConsumer(Consumer):
         return [self._delivery(entry_id, fields, 1) for entry_id, fields in reply[0][1]]
 
     def _delivery(self, entry_id: bytes, fields: list[bytes], attempt: int) -> Delivery:
-        message_id, body, key, headers = decode_fields(entry_id, fields)
-        return Delivery(
-            self,
-            id=message_id,
-            topic=self.topic.name,
-            body=body,
-            headers=headers,
-            key=key,
-            timestamp=entry_timestamp(entry_id),
-            attempt=attempt,
-            native=entry_id,
-        )
+        return delivery_of(self, entry_id, fields, attempt, entry_id)
 
     def _interrupt(self) -> None:
         if self._link is not None:

@@ -18,7 +18,7 @@ from polybus.adapter import Consumer, DelayHeap, Delivery, Outage, Outcome, Star
 from polybus_redis._connection import Reply
 from polybus_redis._errors import ConnectionLost
 from polybus_redis._link import BlockingLink
-from polybus_redis._wire import decode_fields, entry_timestamp
+from polybus_redis._wire import delivery_of
 
 if TYPE_CHECKING:
     from polybus_redis._broker import RedisTopic
@@ -94,18 +94,7 @@ class RedisListener(Consumer):
         return [self._delivery(entry_id, fields) for entry_id, fields in entries]
 
     def _delivery(self, entry_id: bytes, fields: list[bytes], attempt: int = 1) -> Delivery:
-        message_id, body, key, headers = decode_fields(entry_id, fields)
-        return Delivery(
-            self,
-            id=message_id,
-            topic=self.topic.name,
-            body=body,
-            headers=headers,
-            key=key,
-            timestamp=entry_timestamp(entry_id),
-            attempt=attempt,
-            native=(entry_id, fields),
-        )
+        return delivery_of(self, entry_id, fields, attempt, (entry_id, fields))
 
     async def _settle_native(self, delivery: Delivery, outcome: Outcome, delay: float | None) -> None:
         if outcome is not Outcome.NACK:

@@ -17,7 +17,9 @@ consumer. Imports ``polybus.adapter`` only.
 
 from __future__ import annotations
 
-from polybus.adapter import ID_HEADER, Message
+from typing import Any
+
+from polybus.adapter import ID_HEADER, Consumer, Delivery, Message
 
 __all__ = ["BODY", "KEY", "PARKED", "decode_fields", "due_key", "entry_timestamp", "xadd_command"]
 
@@ -85,3 +87,21 @@ def decode_fields(
 def entry_timestamp(entry_id: bytes) -> float:
     """The entry's time (seconds since the epoch), from the millisecond part of its id."""
     return int(entry_id.split(b"-", 1)[0]) / 1000.0
+
+
+def delivery_of(
+    consumer: Consumer, entry_id: bytes, fields: list[bytes], attempt: int, native: Any
+) -> Delivery:
+    """The delivery of a stream entry read by ``consumer`` (a group member or a listener)."""
+    message_id, body, key, headers = decode_fields(entry_id, fields)
+    return Delivery(
+        consumer,
+        message_id,
+        consumer.topic.name,
+        body,
+        headers,
+        key,
+        entry_timestamp(entry_id),
+        attempt,
+        native,
+    )

@@ -39,11 +39,10 @@ class SqsBroker(Broker):
     """Amazon SQS with SNS fan-out: ``polybus.connect("sqs://?region=eu-west-1")``."""
 
     scheme = "sqs"
+    settings: SqsSettings
 
     def __init__(self, settings: SqsSettings | None = None) -> None:
-        super().__init__()
-        self.settings = settings or SqsSettings()
-        self.default_prefetch = self.settings.prefetch
+        super().__init__(settings or SqsSettings())
         s = self.settings
         fifo = Support.NATIVE if s.fifo else Support.UNSUPPORTED
         self.capabilities = Capabilities(
