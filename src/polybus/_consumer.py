@@ -232,9 +232,11 @@ class Consumer(AsyncResource):
 
         For deliveries the adapter can no longer settle (a revoked partition); they are not released.
         """
-        dropped = [d for d in self._buffer if predicate(d)]
+        kept: list[Delivery] = []
+        dropped: list[Delivery] = []
+        for delivery in self._buffer:
+            (dropped if predicate(delivery) else kept).append(delivery)
         if dropped:
-            kept = [d for d in self._buffer if not predicate(d)]
             self._buffer.clear()
             self._buffer.extend(kept)
             self._room.set()
