@@ -15,8 +15,10 @@ def polybus_url() -> str:
 
 @pytest.fixture
 def polybus_contract_config() -> ContractConfig:
-    # moto's server handles about 200 messages/s and slows as queues grow: scale the volume cases down.
-    return ContractConfig(scale=0.02)
+    """moto's server handles about 200 messages/s and slows as queues grow: the volume cases are
+    scaled down. A two-second visibility timeout is the lease. moto accepts any secret key, so
+    the wrong-password case has nothing to check here (real SQS would refuse it)."""
+    return ContractConfig(scale=0.02, lease=2.0, lease_options={"visibility_timeout": 2}, password_url=None)
 
 
 class RawClients:
