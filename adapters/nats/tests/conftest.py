@@ -99,7 +99,7 @@ class _PasswordServer:
 
     def url(self, _url: str, password: str) -> str | None:
         if not HAVE_SERVER:
-            return None
+            pytest.skip("no nats-server binary to start a server that checks passwords")
         if self.server is None:
             self.server = OwnServer("--user", "alice", "--pass", "the-right-one")
             self.server.start()

@@ -18,7 +18,9 @@ def polybus_contract_config() -> ContractConfig:
     """moto's server handles about 200 messages/s and slows as queues grow: the volume cases are
     scaled down. A two-second visibility timeout is the lease. moto accepts any secret key, so
     the wrong-password case has nothing to check here (real SQS would refuse it)."""
-    return ContractConfig(scale=0.02, lease=2.0, lease_options={"visibility_timeout": 2}, password_url=None)
+    return ContractConfig(
+        scale=0.02, lease=2.0, lease_options={"visibility_timeout": 2}, wrong_password_refused=False
+    )
 
 
 class RawClients:

@@ -33,9 +33,11 @@ class ContractConfig:
     ``None``: the broker has no such lease (RabbitMQ redelivers when the holder's connection drops)."""
     lease_options: Mapping[str, object] = dataclasses.field(default_factory=dict)
     """URL query options that make the lease ``lease`` seconds: ``{"visibility_timeout": 2}``."""
-    password_url: Callable[[str, str], str | None] | None = password_in_userinfo
-    """``(url, password) -> url`` of the same broker with that password (``None`` when the URL
-    cannot carry one); set to ``None`` for a broker that checks no password (a local emulator)."""
+    password_url: Callable[[str, str], str | None] = password_in_userinfo
+    """``(url, password) -> url`` of a broker that checks passwords, with that password in it, or
+    ``None`` when the URL cannot carry one (memory://). Default: the password of the userinfo."""
+    wrong_password_refused: bool = True
+    """The broker of ``password_url`` refuses a wrong password (an emulator may accept any: moto)."""
 
     listener_sees_deletion: bool = True
     """A group-less listener's ``receive()`` raises NotFoundError once its topic is deleted. False
