@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from polybus.testing import with_options
 from polybus.testing.contract import ContractConfig
 from polybus.testing.plugin import broker_url
 
@@ -44,16 +45,6 @@ class RawClients:
 @pytest.fixture(scope="session")
 def raw(polybus_url: str) -> RawClients:
     return RawClients(polybus_url)
-
-
-def with_options(url: str, **options: object) -> str:
-    """``url`` with query options added (or replaced)."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    query = dict(urllib.parse.parse_qsl(parts.query))
-    query.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()})
-    return parts._replace(query=urllib.parse.urlencode(query)).geturl()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
-from polybus.testing.contract._urls import password_in_userinfo
+from polybus.testing._urls import password_in_userinfo
 
 __all__ = ["ContractConfig"]
 

@@ -20,9 +20,9 @@ import polybus
 from polybus import Support
 from polybus.testing._faults import FaultInjector
 from polybus.testing._names import unique_name
+from polybus.testing._urls import with_options
 from polybus.testing.contract._config import ContractConfig
 from polybus.testing.contract._helpers import _scratch, collect, expect_nothing, needs
-from polybus.testing.contract._urls import with_options
 
 __all__ = ["ResilienceCases"]
 
@@ -73,7 +73,7 @@ class ResilienceCases:
         cfg = polybus_contract_config
         if not cfg.other_processes:
             pytest.skip("the broker lives in this process (ContractConfig.other_processes is False)")
-        url = with_options(polybus_url, cfg.lease_options)
+        url = with_options(polybus_url, **cfg.lease_options)
         acked, held = 2, 3
         async with polybus.connect(url) as broker:
             count_native = broker.capabilities.delivery_count is Support.NATIVE
@@ -113,7 +113,7 @@ class ResilienceCases:
         cfg = polybus_contract_config
         if cfg.lease is None:
             pytest.skip("the broker has no delivery lease (ContractConfig.lease is None)")
-        async with polybus.connect(with_options(polybus_url, cfg.lease_options)) as broker:
+        async with polybus.connect(with_options(polybus_url, **cfg.lease_options)) as broker:
             needs(broker.capabilities, "competing_consumers")
             topic = _scratch(broker, "lease")
             group = unique_name("g")

@@ -14,8 +14,8 @@ import pytest
 
 import polybus
 from polybus.testing._names import unique_name
+from polybus.testing._urls import with_options
 from polybus.testing.contract._config import ContractConfig
-from polybus.testing.contract._urls import with_options
 
 __all__ = ["SecretCases"]
 
@@ -52,7 +52,7 @@ class SecretCases:
         for text in (repr(broker), str(broker), broker.display_url):
             assert canary not in text, text
         with pytest.raises(polybus.ConfigurationError) as info:
-            polybus.connect(with_options(url, {"no_such_option": "1"}))
+            polybus.connect(with_options(url, no_such_option=1))
         assert "no_such_option" in str(info.value)
         _assert_hidden(canary, info.value, caplog)
 

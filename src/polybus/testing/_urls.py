@@ -1,20 +1,20 @@
-"""URL rewriting for the contract's knobs: options in the query, a password in the userinfo."""
+"""URL rewriting for tests and the contract's knobs: options in the query, a password in the userinfo."""
 
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping
 
 __all__ = ["password_in_userinfo", "with_options"]
 
 
-def with_options(url: str, options: Mapping[str, object]) -> str:
-    """``url`` with ``options`` added to its query (replacing options of the same name)."""
+def with_options(url: str, /, **options: object) -> str:
+    """``url`` with ``options`` added to its query, replacing options of the same name
+    (``with_options(url, visibility_timeout=2, fifo=True)``; booleans are written lower case)."""
     if not options:
         return url
     parts = urllib.parse.urlsplit(url)
     query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    query.update({name: str(value) for name, value in options.items()})
+    query.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()})
     return parts._replace(query=urllib.parse.urlencode(query)).geturl()
 
 
