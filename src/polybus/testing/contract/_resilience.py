@@ -137,7 +137,9 @@ class ResilienceCases:
         cfg = polybus_contract_config
         async with (
             _injector(polybus_faults) as faults,
-            polybus.connect(faults.url, reconnect=QUICK_RECONNECT) as broker,
+            polybus.connect(
+                with_options(faults.url, **cfg.lease_options), reconnect=QUICK_RECONNECT
+            ) as broker,
         ):
             topic = _scratch(broker, "cut")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
@@ -148,10 +150,19 @@ class ResilienceCases:
                 await asyncio.sleep(0.3)  # blocked in a fetch when the connections drop
                 await faults.cut()
                 confirmed.add(await producer.send(b"after a cut"))  # over a new connection
-                if (woken := await waiting) is not None:
+                # The blocked receive recovers: it (or the next one) gets that message within
+                # receive_timeout, or within the lease where a fetch cut off in flight may have taken
+                # it (an SQS long poll the server still answers: the message stays hidden until then).
+                sent, within = time.monotonic(), cfg.receive_timeout + (cfg.lease or 0)
+                done, _ = await asyncio.wait([waiting], timeout=within)
+                if not done:
+                    waiting.cancel()
+                    pytest.fail(f"a receive blocked across a cut got nothing {within}s after a send")
+                if (woken := waiting.result()) is not None:
                     seen.add(woken.id)
                     await woken.ack()
-                await _until_all_seen(consumer, confirmed, seen, 3 * cfg.receive_timeout)
+                remaining = max(0.1, within - (time.monotonic() - sent))
+                await _until_all_seen(consumer, confirmed, seen, remaining)
 
                 await faults.stop()
                 receiving = asyncio.create_task(consumer.receive(timeout=OUTAGE + 1))
@@ -179,7 +190,7 @@ class ResilienceCases:
         policy = polybus.ReconnectPolicy(initial=0.1, maximum=0.5, give_up_after=GIVE_UP)
         async with (
             _injector(polybus_faults) as faults,
-            polybus.connect(faults.url, reconnect=policy) as broker,
+            polybus.connect(with_options(faults.url, **cfg.lease_options), reconnect=policy) as broker,
         ):
             topic = _scratch(broker, "down")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
