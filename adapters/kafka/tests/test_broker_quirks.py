@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 from aiokafka import TopicPartition
 from polybus_kafka import KafkaBroker
 
@@ -93,22 +92,6 @@ async def test_a_recreated_topic_does_not_inherit_the_old_group_offsets(polybus_
             d = await consumer.receive(timeout=20)
             assert d is not None and d.body == b"first of the new topic"
             await d.ack()
-
-
-async def test_a_new_group_can_replay_the_log_from_its_start(polybus_url: str) -> None:
-    async with polybus.connect(polybus_url, partitions=1) as broker:
-        assert broker.capabilities.replay is polybus.Support.NATIVE
-        topic = broker.topic(unique_name("replay"))
-        async with topic.producer() as producer:
-            await producer.send_many([str(i) for i in range(5)])
-        async with topic.consumer(unique_name("g"), start="earliest") as consumer:
-            got = []
-            while (d := await consumer.receive(timeout=3.0)) is not None:
-                got.append(d.text())
-                await d.ack()
-        assert got == [str(i) for i in range(5)]
-        with pytest.raises(polybus.ConfigurationError):
-            topic.consumer("g", begin="now")
 
 
 async def test_a_group_whose_leader_left_during_a_rebalance_still_forms(polybus_url: str) -> None:

@@ -13,5 +13,10 @@ def polybus_url() -> str:
 
 @pytest.fixture(scope="session")
 def polybus_contract_config() -> ContractConfig:
-    """A listener's ``XREAD`` of a deleted stream just waits: nothing tells it the topic is gone."""
-    return ContractConfig(listener_sees_deletion=False)
+    """A listener's ``XREAD`` of a deleted stream just waits: nothing tells it the topic is gone.
+    A one-second visibility timeout, looked at five times a second, is the lease of the resilience cases."""
+    return ContractConfig(
+        listener_sees_deletion=False,
+        lease=1.0,
+        lease_options={"visibility_timeout": 1, "claim_interval": 0.2},
+    )

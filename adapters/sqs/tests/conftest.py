@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from polybus.testing import with_options
 from polybus.testing.contract import ContractConfig
 from polybus.testing.plugin import broker_url
 
@@ -15,8 +16,12 @@ def polybus_url() -> str:
 
 @pytest.fixture
 def polybus_contract_config() -> ContractConfig:
-    # moto's server handles about 200 messages/s and slows as queues grow: scale the volume cases down.
-    return ContractConfig(scale=0.02)
+    """moto's server handles about 200 messages/s and slows as queues grow: the volume cases are
+    scaled down. A two-second visibility timeout is the lease. moto accepts any secret key, so
+    the wrong-password case has nothing to check here (real SQS would refuse it)."""
+    return ContractConfig(
+        scale=0.02, lease=2.0, lease_options={"visibility_timeout": 2}, wrong_password_refused=False
+    )
 
 
 class RawClients:
@@ -40,16 +45,6 @@ class RawClients:
 @pytest.fixture(scope="session")
 def raw(polybus_url: str) -> RawClients:
     return RawClients(polybus_url)
-
-
-def with_options(url: str, **options: object) -> str:
-    """``url`` with query options added (or replaced)."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    query = dict(urllib.parse.parse_qsl(parts.query))
-    query.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()})
-    return parts._replace(query=urllib.parse.urlencode(query)).geturl()
 
 
 @pytest.fixture

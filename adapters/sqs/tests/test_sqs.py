@@ -52,24 +52,6 @@ async def test_event_loop_keeps_ticking_while_consumers_long_poll(polybus_url: s
     assert max(gaps) < 0.25, f"the event loop was blocked for {max(gaps) * 1000:.0f} ms"
 
 
-async def test_handler_longer_than_the_visibility_timeout_is_not_redelivered(url_with: Any) -> None:
-    async with polybus.connect(url_with(visibility_timeout=2)) as broker:
-        topic = broker.topic(unique_name("long"))
-        group = unique_name("g")
-        async with (
-            topic.consumer(group) as slow,
-            topic.consumer(group) as other,
-            topic.producer() as producer,
-        ):
-            await producer.send(b"slow job")
-            d = await slow.receive(timeout=10)
-            assert d is not None and d.attempt == 1
-            # the "handler" runs 3 visibility timeouts; meanwhile the other member must get nothing
-            assert await other.receive(timeout=6) is None, "redelivered while its handler was running"
-            await d.ack()
-            assert await other.receive(timeout=3) is None, "redelivered after its ack"
-
-
 def _fail_one_entry(client: Any, operation: str, entries_key: str, sender_fault: bool = False) -> list[int]:
     """Make the endpoint "fail" the second entry of the next batch call: it is dropped from the request
     and reported as failed, as a server-side error would be. Returns the sizes of later batches."""

@@ -10,7 +10,9 @@ Run against any URL: ``pytest -p polybus.testing.plugin --pyargs polybus.testing
 --polybus-url=redis://localhost:6379``. This package may import pytest; the core must not import it.
 """
 
+from polybus.testing._faults import FaultInjector, RelayFaults
 from polybus.testing._names import unique_name
 from polybus.testing._relay import TcpRelay
+from polybus.testing._urls import with_options
 
-__all__ = ["TcpRelay", "unique_name"]
+__all__ = ["FaultInjector", "RelayFaults", "TcpRelay", "unique_name", "with_options"]

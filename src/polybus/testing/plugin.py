@@ -6,6 +6,8 @@ Enable it with ``-p polybus.testing.plugin`` (or ``pytest_plugins = ["polybus.te
   ``@pytest.mark.polybus(timeout=...)`` (default 120 s). Fixtures are plain (sync) fixtures.
 - ``--polybus-url URL`` (or ``POLYBUS_TEST_URL``) sets the ``polybus_url`` fixture the contract
   suite runs against; the default is ``memory://``. Adapters override the fixture.
+- ``polybus_faults`` (a :class:`~polybus.testing.FaultInjector`, default: a ``TcpRelay`` in front
+  of ``polybus_url``) is what the contract's resilience cases cut and stop; override it per broker.
 - :func:`broker_url` finds a real broker through :mod:`polybus.testing.provision` and skips the
   test when none is found, or fails it when brokers are required (``CI`` set). A broker is found
   or started only when a test asks for it; the terminal summary lists those the run used.
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from polybus.testing import provision
+from polybus.testing._faults import FaultInjector, RelayFaults
 from polybus.testing.contract import ContractConfig
 
 __all__ = ["broker_url"]
@@ -95,6 +98,18 @@ def polybus_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def polybus_contract_config() -> ContractConfig:
+def polybus_contract_config(polybus_url: str) -> ContractConfig:
     """Knobs of the contract suite; override in a conftest.py to scale it down for a slow broker."""
-    return ContractConfig()
+    # memory:// lives in this process: a second process cannot reach it
+    return ContractConfig(other_processes=not polybus_url.startswith("memory:"))
+
+
+@pytest.fixture
+def polybus_faults(polybus_url: str) -> FaultInjector | None:
+    """What the contract's resilience cases break: a :class:`~polybus.testing.RelayFaults` in front
+    of ``polybus_url``'s host and port, or ``None`` (those cases skip) when the URL has none.
+
+    Override it where a relay does not fit (a Kafka cluster advertises its own addresses) or
+    return ``None`` to skip the cases.
+    """
+    return RelayFaults.in_front_of(polybus_url)

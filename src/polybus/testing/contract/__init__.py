@@ -39,6 +39,8 @@ from polybus.testing.contract._helpers import (
     one,
 )
 from polybus.testing.contract._options import OptionCases
+from polybus.testing.contract._resilience import ResilienceCases
+from polybus.testing.contract._secrets import SecretCases
 from polybus.testing.contract._settle import SettleCases
 from polybus.testing.contract._topics import TopicCases
 from polybus.testing.contract._volume import VolumeCases
@@ -48,7 +50,16 @@ __all__ = ["BrokerContract", "ContractConfig", "bodies", "collect", "expect_noth
 
 @pytest.mark.polybus(timeout=240)
 class BrokerContract(
-    DeliveryCases, GroupCases, SettleCases, CancelCases, VolumeCases, TopicCases, OptionCases, ErrorCases
+    DeliveryCases,
+    GroupCases,
+    SettleCases,
+    CancelCases,
+    VolumeCases,
+    TopicCases,
+    OptionCases,
+    ErrorCases,
+    ResilienceCases,
+    SecretCases,
 ):
     """Subclass in a test module; provide a ``polybus_url`` fixture (the plugin has a default)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
 
 import pytest
@@ -77,7 +78,7 @@ class ErrorCases:
             broker.topic("anything")
 
     async def test_unreachable_broker_raises_connection_error_without_password(
-        self, polybus_url: str
+        self, polybus_url: str, caplog: pytest.LogCaptureFixture
     ) -> None:
         parts = urllib.parse.urlsplit(polybus_url)
         if not parts.hostname:
@@ -86,6 +87,7 @@ class ErrorCases:
         user = parts.username or "polybus"
         port = _closed_port()
         bad = parts._replace(netloc=f"{user}:{canary}@127.0.0.1:{port}").geturl()
+        caplog.set_level(logging.DEBUG)
         broker = polybus.connect(bad)
         assert canary not in repr(broker) and canary not in broker.display_url
         with pytest.raises(polybus.BrokerConnectionError) as info:
@@ -97,6 +99,7 @@ class ErrorCases:
             assert canary not in str(chain) and canary not in repr(chain)
             chain = chain.__cause__ or chain.__context__
         await broker.aclose()
+        assert canary not in caplog.text  # nor in any log record, traceback included
 
     async def test_misuse_raises_polybus_errors(
         self, polybus_url: str, polybus_contract_config: ContractConfig

@@ -1,0 +1,71 @@
+"""The test kit's fault injector and URL helpers, against a small echo server (no broker needed)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from polybus.testing import FaultInjector, RelayFaults, with_options
+from polybus.testing._urls import password_in_userinfo
+
+
+def test_with_options_adds_and_replaces_query_options() -> None:
+    assert with_options("redis://h:1/0") == "redis://h:1/0"
+    url = with_options("sqs://k:s@h:1?region=x&fifo=false", fifo=True, visibility_timeout=2)
+    assert url == "sqs://k:s@h:1?region=x&fifo=true&visibility_timeout=2"
+
+
+def test_password_goes_into_the_userinfo() -> None:
+    assert password_in_userinfo("amqp://guest:guest@h:5672/", "pw") == "amqp://guest:pw@h:5672/"
+    assert password_in_userinfo("redis://h:6379/0", "p/w") == "redis://polybus:p%2Fw@h:6379/0"
+    assert password_in_userinfo("memory://", "pw") is None
+
+
+def test_a_relay_needs_a_host_and_a_port() -> None:
+    assert RelayFaults.in_front_of("memory://") is None
+    assert RelayFaults.in_front_of("amqp://h") is None
+    faults = RelayFaults.in_front_of("amqp://u:p@h:5672/v?x=1")
+    assert isinstance(faults, FaultInjector)
+    assert faults.relay.upstream == ("h", 5672)
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(1024):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def _roundtrip(url_port: int) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", url_port)
+    writer.write(b"ping")
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(4), 5)
+    writer.close()
+    return data
+
+
+async def test_cut_drops_connections_and_stop_refuses_new_ones_until_start() -> None:
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, RelayFaults(f"tcp://user:pw@127.0.0.1:{port}/path?o=1") as faults:
+        relayed = faults.relay.port
+        assert faults.url == f"tcp://user:pw@127.0.0.1:{relayed}/path?o=1"
+        reader, writer = await asyncio.open_connection("127.0.0.1", relayed)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.read(4), 5) == b"ping"
+        await faults.cut()
+        try:
+            after_cut = await asyncio.wait_for(reader.read(4), 5)
+        except ConnectionError:
+            after_cut = b""  # reset rather than closed
+        assert after_cut == b""  # dropped
+        writer.close()
+        assert await _roundtrip(relayed) == b"ping"  # new connections are accepted
+        await faults.stop()
+        with pytest.raises(OSError):
+            await _roundtrip(relayed)
+        await faults.start()
+        assert await _roundtrip(relayed) == b"ping"  # on the same port
+        assert faults.relay.accepted == 3 and faults.relay.cuts >= 2
