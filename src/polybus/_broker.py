@@ -7,7 +7,7 @@ Imports core modules only.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 from polybus._adapter_settings import AdapterSettings
 from polybus._capabilities import Capabilities
@@ -29,6 +29,16 @@ class Broker(AsyncResource):
     default_prefetch: int = 100
     settings: AdapterSettings
     """The adapter's settings (its own subclass of ``polybus.adapter.AdapterSettings``)."""
+    settings_class: ClassVar[type[AdapterSettings]] = AdapterSettings
+    """Adapters: their settings model, which :meth:`from_url` builds."""
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A broker for ``url``, keyword ``options`` overriding the URL's (the entry point's factory).
+
+        Raises :class:`~polybus.ConfigurationError` naming a bad option, never showing a password.
+        """
+        return cls(cls.settings_class.from_url(url, **options))
 
     def __init__(self, settings: AdapterSettings | None = None) -> None:
         """Adapters: pass the settings; ``default_prefetch`` is taken from them."""

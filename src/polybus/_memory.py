@@ -118,6 +118,7 @@ class MemoryBroker(Broker):
 
     scheme = "memory"
     settings: MemorySettings
+    settings_class = MemorySettings
 
     def __init__(self, settings: MemorySettings | None = None) -> None:
         super().__init__(settings or MemorySettings())
@@ -135,11 +136,6 @@ class MemoryBroker(Broker):
             backlog_stats=Support.NATIVE,
             max_message_size=self.settings.max_message_size,
         )
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> MemoryBroker:
-        """Build from ``memory://NAME?option=value``; keyword options override the URL's."""
-        return cls(MemorySettings.from_url(url, **options))
 
     @property
     def display_url(self) -> str:

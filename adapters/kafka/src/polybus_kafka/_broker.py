@@ -62,6 +62,7 @@ class KafkaBroker(Broker):
 
     scheme = "kafka"
     settings: KafkaSettings
+    settings_class = KafkaSettings
 
     def __init__(self, settings: KafkaSettings) -> None:
         super().__init__(settings)
@@ -92,11 +93,6 @@ class KafkaBroker(Broker):
         )
         """One per partition: record batches are handed to aiokafka one at a time, first come first
         served (its own wait for a free slot is unfair and can time out under many concurrent sends)."""
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> KafkaBroker:
-        """Build from ``kafka://[user:password@]host:port?option=value``; keywords override the URL."""
-        return cls(KafkaSettings.from_url(url, **options))
 
     @property
     def display_url(self) -> str:

@@ -73,6 +73,7 @@ class NatsBroker(Broker):
 
     scheme = "nats"
     settings: NatsSettings
+    settings_class = NatsSettings
 
     def __init__(self, settings: NatsSettings | None = None) -> None:
         super().__init__(settings or NatsSettings())
@@ -83,11 +84,6 @@ class NatsBroker(Broker):
         self._publisher: Publisher | None = None
         self.slow_consumer_drops = 0
         """Messages nats-py dropped because a subscription's pending limit was hit (expected: 0)."""
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> NatsBroker:
-        """Build from ``nats://[user:password@]host:port?option=value``; keyword options override."""
-        return cls(NatsSettings.from_url(url, **options))
 
     @property
     def display_url(self) -> str:

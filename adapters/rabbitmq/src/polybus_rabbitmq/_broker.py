@@ -60,6 +60,7 @@ class RabbitBroker(Broker):
 
     scheme = "amqp"
     settings: RabbitSettings
+    settings_class = RabbitSettings
 
     def __init__(self, settings: RabbitSettings | None = None) -> None:
         super().__init__(settings or RabbitSettings())
@@ -72,11 +73,6 @@ class RabbitBroker(Broker):
         self.redeliverer = Redeliverer(self)
         self.registry_lock = asyncio.Lock()
         """Serializes this process's use of group registries (their lock is held per connection)."""
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> RabbitBroker:
-        """Build from ``amqp://user:password@host:port/vhost?option=value`` (or ``amqps://``)."""
-        return cls(RabbitSettings.from_url(url, **options))
 
     @property
     def display_url(self) -> str:

@@ -41,6 +41,7 @@ class RedisBroker(Broker):
 
     scheme = "redis"
     settings: RedisSettings
+    settings_class = RedisSettings
 
     def __init__(self, settings: RedisSettings | None = None) -> None:
         super().__init__(settings or RedisSettings())
@@ -61,11 +62,6 @@ class RedisBroker(Broker):
         self._background: set[asyncio.Task[Any]] = set()
         secret = self.settings.password
         self._secret = secret.get_secret_value() if secret else None
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisBroker:
-        """Build from ``redis://[user:password@]host[:port][/db][?option=value]`` (or ``rediss://``)."""
-        return cls(RedisSettings.from_url(url, **options))
 
     @property
     def display_url(self) -> str:

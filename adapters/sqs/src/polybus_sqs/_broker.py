@@ -40,6 +40,7 @@ class SqsBroker(Broker):
 
     scheme = "sqs"
     settings: SqsSettings
+    settings_class = SqsSettings
 
     def __init__(self, settings: SqsSettings | None = None) -> None:
         super().__init__(settings or SqsSettings())
@@ -68,11 +69,6 @@ class SqsBroker(Broker):
         self._topic_arns: dict[str, str] = {}
         self._publishers: dict[str, Any] = {}
         self._queues: dict[tuple[str, str | None], _topology.Queue] = {}
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> SqsBroker:
-        """Build from ``sqs://...``; keyword options override the URL's (see :class:`SqsSettings`)."""
-        return cls(SqsSettings.from_url(url, **options))
 
     @property
     def reconnect(self) -> ReconnectPolicy:

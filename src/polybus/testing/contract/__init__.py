@@ -63,6 +63,11 @@ class BrokerContract(
 ):
     """Subclass in a test module; provide a ``polybus_url`` fixture (the plugin has a default)."""
 
+    @pytest.fixture
+    def cfg(self, polybus_contract_config: ContractConfig) -> ContractConfig:
+        """The broker's knobs (its ``polybus_contract_config`` fixture), under a short name."""
+        return polybus_contract_config
+
     @pytest.fixture(autouse=True)
     def _delete_scratch_topics(self, polybus_url: str) -> Iterator[None]:
         _SCRATCH.clear()

@@ -11,13 +11,7 @@ import pytest
 import polybus
 from polybus.testing._names import unique_name
 from polybus.testing.contract._config import ContractConfig
-from polybus.testing.contract._helpers import (
-    Model,
-    _scratch,
-    collect,
-    expect_nothing,
-    one,
-)
+from polybus.testing.contract._helpers import Model, _scratch, collect, expect_nothing, one
 
 __all__ = ["DeliveryCases"]
 
@@ -26,9 +20,8 @@ class DeliveryCases:
     """Mixin of :class:`~polybus.testing.contract.BrokerContract`."""
 
     async def test_roundtrip_keeps_body_headers_key_and_id(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "rt")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
@@ -47,9 +40,8 @@ class DeliveryCases:
         assert before - 300 <= got.timestamp <= time.time() + 300, "timestamp is not the send time"
 
     async def test_bodies_are_encoded_and_decoded_by_content_type(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "codec")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
@@ -74,9 +66,8 @@ class DeliveryCases:
             raw.decode(Model)
 
     async def test_send_many_returns_one_unique_id_per_message(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         n = cfg.count(200)
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "many")
@@ -87,10 +78,7 @@ class DeliveryCases:
         assert {d.id for d in got} == set(ids)
         assert sorted(d.json()["i"] for d in got) == list(range(n))
 
-    async def test_topics_are_isolated(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
-    ) -> None:
-        cfg = polybus_contract_config
+    async def test_topics_are_isolated(self, polybus_url: str, cfg: ContractConfig) -> None:
         async with polybus.connect(polybus_url) as broker:
             a, b = _scratch(broker, "iso-a"), _scratch(broker, "iso-b")
             async with a.consumer("g") as ca, b.consumer("g") as cb, a.producer() as pa, b.producer() as pb:
@@ -104,9 +92,8 @@ class DeliveryCases:
                 await expect_nothing(ca, cfg.quiet_period)
 
     async def test_producer_close_waits_for_sends_under_way(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         n = cfg.count(100)
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "flush")

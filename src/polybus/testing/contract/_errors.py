@@ -28,9 +28,8 @@ class ErrorCases:
     """Mixin of :class:`~polybus.testing.contract.BrokerContract`."""
 
     async def test_oversized_message_raises_typed_error_and_sends_nothing(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             limit = broker.capabilities.max_message_size
             if limit is None:

@@ -8,15 +8,7 @@ import collections
 import polybus
 from polybus.testing._names import unique_name
 from polybus.testing.contract._config import ContractConfig
-from polybus.testing.contract._helpers import (
-    _caps,
-    _scratch,
-    bodies,
-    collect,
-    expect_nothing,
-    needs,
-    one,
-)
+from polybus.testing.contract._helpers import _caps, _scratch, bodies, collect, expect_nothing, needs, one
 
 __all__ = ["GroupCases"]
 
@@ -24,10 +16,7 @@ __all__ = ["GroupCases"]
 class GroupCases:
     """Mixin of :class:`~polybus.testing.contract.BrokerContract`."""
 
-    async def test_every_group_gets_every_message(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
-    ) -> None:
-        cfg = polybus_contract_config
+    async def test_every_group_gets_every_message(self, polybus_url: str, cfg: ContractConfig) -> None:
         needs((await _caps(polybus_url)), "fan_out")
         n = cfg.count(100)
         async with polybus.connect(polybus_url) as broker:
@@ -45,9 +34,8 @@ class GroupCases:
         assert set(bodies(got_email)) == expected
 
     async def test_group_keeps_messages_sent_while_no_member_listens(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "durable")
             group = unique_name("g")
@@ -63,9 +51,8 @@ class GroupCases:
                 await expect_nothing(consumer, cfg.quiet_period)
 
     async def test_competing_consumers_share_without_loss(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         needs((await _caps(polybus_url)), "competing_consumers")
         n = cfg.count(300)
         group = unique_name("workers")
@@ -109,9 +96,8 @@ class GroupCases:
         assert sum(1 for got in per_consumer if got) > 1, f"one consumer did all the work: {per_consumer}"
 
     async def test_listener_without_group_sees_messages_while_listening(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "listen")
             async with topic.producer() as producer:

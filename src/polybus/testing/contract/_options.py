@@ -31,9 +31,8 @@ class OptionCases:
                 topic.consumer(unique_name("g"), **bogus)
 
     async def test_start_earliest_replays_for_a_new_group_where_replay_is_declared(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "replay")
             if not broker.capabilities.replay:

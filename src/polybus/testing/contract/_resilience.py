@@ -68,9 +68,8 @@ class ResilienceCases:
 
     @pytest.mark.polybus(timeout=120)
     async def test_deliveries_held_by_a_killed_process_come_back_to_the_group(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         if not cfg.other_processes:
             pytest.skip("the broker lives in this process (ContractConfig.other_processes is False)")
         url = with_options(polybus_url, **cfg.lease_options)
@@ -108,9 +107,8 @@ class ResilienceCases:
 
     @pytest.mark.polybus(timeout=90)
     async def test_a_handler_running_past_the_lease_keeps_its_delivery(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         if cfg.lease is None:
             pytest.skip("the broker has no delivery lease (ContractConfig.lease is None)")
         async with polybus.connect(with_options(polybus_url, **cfg.lease_options)) as broker:
@@ -211,9 +209,8 @@ class ResilienceCases:
                 await _until_all_seen(consumer, {after}, seen, 3 * cfg.receive_timeout)
 
     async def test_a_message_resent_with_the_same_id_is_delivered_once(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             needs(broker.capabilities, "dedup")
             topic = _scratch(broker, "dedup")

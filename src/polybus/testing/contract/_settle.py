@@ -11,15 +11,7 @@ import polybus
 from polybus import Support
 from polybus.testing._names import unique_name
 from polybus.testing.contract._config import ContractConfig
-from polybus.testing.contract._helpers import (
-    _caps,
-    _scratch,
-    bodies,
-    collect,
-    expect_nothing,
-    needs,
-    one,
-)
+from polybus.testing.contract._helpers import _caps, _scratch, bodies, collect, expect_nothing, needs, one
 
 __all__ = ["SettleCases"]
 
@@ -28,9 +20,8 @@ class SettleCases:
     """Mixin of :class:`~polybus.testing.contract.BrokerContract`."""
 
     async def test_nack_redelivers_with_attempt_incremented(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         caps = await _caps(polybus_url)
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "nack")
@@ -49,9 +40,8 @@ class SettleCases:
             assert (first.attempt, second.attempt, third.attempt) == (1, 2, 3)
 
     async def test_nack_with_delay_waits_without_holding_up_others(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         needs((await _caps(polybus_url)), "delayed_nack")
         delay = cfg.nack_delay
         async with polybus.connect(polybus_url) as broker:
@@ -74,10 +64,7 @@ class SettleCases:
         assert fast_done < waited
         assert waited >= delay * 0.8, f"redelivered after {waited:.2f}s, before its delay of {delay}s"
 
-    async def test_reject_never_redelivers(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
-    ) -> None:
-        cfg = polybus_contract_config
+    async def test_reject_never_redelivers(self, polybus_url: str, cfg: ContractConfig) -> None:
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "reject")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
@@ -91,9 +78,8 @@ class SettleCases:
                 await expect_nothing(consumer, cfg.quiet_period * 2)
 
     async def test_settling_twice_raises_delivery_state_error(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "twice")
             async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
@@ -106,9 +92,8 @@ class SettleCases:
                     await d.nack()
 
     async def test_closed_consumer_hands_unacked_back_to_group(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         caps = await _caps(polybus_url)
         group = unique_name("g")
         async with polybus.connect(polybus_url) as broker:
@@ -131,9 +116,8 @@ class SettleCases:
             assert all(d.attempt == 2 for d in again)
 
     async def test_cancelled_handler_task_gets_its_message_redelivered(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         group = unique_name("g")
         received = asyncio.Event()
         async with polybus.connect(polybus_url) as broker:
@@ -159,10 +143,7 @@ class SettleCases:
                 await again.ack()
         assert again.body == b"in progress"
 
-    async def test_prefetch_bounds_unsettled_deliveries(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
-    ) -> None:
-        cfg = polybus_contract_config
+    async def test_prefetch_bounds_unsettled_deliveries(self, polybus_url: str, cfg: ContractConfig) -> None:
         needs((await _caps(polybus_url)), "competing_consumers")
         group = unique_name("g")
         async with polybus.connect(polybus_url) as broker:

@@ -37,10 +37,7 @@ class TopicCases:
             with pytest.raises(polybus.ConfigurationError):
                 broker.topic("no spaces or dots.allowed here")
 
-    async def test_stats_report_backlog_per_group(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
-    ) -> None:
-        cfg = polybus_contract_config
+    async def test_stats_report_backlog_per_group(self, polybus_url: str, cfg: ContractConfig) -> None:
         needs((await _caps(polybus_url)), "backlog_stats")
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "stats")
@@ -69,9 +66,8 @@ class TopicCases:
             assert backlog == 0
 
     async def test_a_deleted_topic_stays_deleted_while_the_broker_works_on(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             gone = _scratch(broker, "gone")
             async with gone.consumer(unique_name("g")) as consumer, gone.producer() as producer:
@@ -91,9 +87,8 @@ class TopicCases:
                 await gone.delete()
 
     async def test_receiving_from_a_deleted_topic_raises_not_found(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "deleted")
             async with topic.consumer(unique_name("g")) as grouped, topic.consumer() as listener:

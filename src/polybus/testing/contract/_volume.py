@@ -8,12 +8,7 @@ import time
 import polybus
 from polybus.testing._names import unique_name
 from polybus.testing.contract._config import ContractConfig
-from polybus.testing.contract._helpers import (
-    _caps,
-    _scratch,
-    collect,
-    needs,
-)
+from polybus.testing.contract._helpers import _caps, _scratch, collect, needs
 
 __all__ = ["VolumeCases"]
 
@@ -21,10 +16,7 @@ __all__ = ["VolumeCases"]
 class VolumeCases:
     """Mixin of :class:`~polybus.testing.contract.BrokerContract`."""
 
-    async def test_per_key_order_for_a_single_consumer(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
-    ) -> None:
-        cfg = polybus_contract_config
+    async def test_per_key_order_for_a_single_consumer(self, polybus_url: str, cfg: ContractConfig) -> None:
         needs((await _caps(polybus_url)), "ordering_per_key")
         per_key = cfg.count(30, minimum=10)
         keys = ["k1", "k2", "k3"]
@@ -41,9 +33,8 @@ class VolumeCases:
             assert seq == list(range(per_key)), f"key {k} out of order: {seq}"
 
     async def test_many_producers_many_consumers_lose_nothing(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         needs((await _caps(polybus_url)), "competing_consumers")
         n_producers, n_consumers = 50, 10
         per_producer = max(1, cfg.count(5000, minimum=100) // n_producers)
@@ -87,9 +78,8 @@ class VolumeCases:
         assert not missing, f"{len(missing)} of {total} messages lost, e.g. {sorted(missing)[:5]}"
 
     async def test_consumers_reopened_while_messages_flow_lose_nothing(
-        self, polybus_url: str, polybus_contract_config: ContractConfig
+        self, polybus_url: str, cfg: ContractConfig
     ) -> None:
-        cfg = polybus_contract_config
         total = cfg.count(400, minimum=40)
         group = unique_name("g")
         seen: set[bytes] = set()
