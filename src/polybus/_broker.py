@@ -41,11 +41,12 @@ class Broker(AsyncResource):
         return cls(cls.settings_class.from_url(url, **options))
 
     def __init__(self, settings: AdapterSettings | None = None) -> None:
-        """Adapters: pass the settings; ``default_prefetch`` is taken from them."""
+        """Adapters: pass the settings (``None``: the defaults); ``default_prefetch`` comes from them."""
         self._children: set[AsyncResource] = set()
-        if settings is not None:
-            self.settings = settings
-            self.default_prefetch = settings.prefetch
+        if settings is None and self.settings_class is AdapterSettings:
+            return  # an adapter that keeps its settings itself
+        self.settings = self.settings_class() if settings is None else settings
+        self.default_prefetch = self.settings.prefetch
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.display_url}{' closed' if self._closed else ''}>"

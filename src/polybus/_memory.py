@@ -121,7 +121,7 @@ class MemoryBroker(Broker):
     settings_class = MemorySettings
 
     def __init__(self, settings: MemorySettings | None = None) -> None:
-        super().__init__(settings or MemorySettings())
+        super().__init__(settings)
         self._hub = _HUBS[self.settings.name]
         self.capabilities = Capabilities(
             competing_consumers=Support.NATIVE,

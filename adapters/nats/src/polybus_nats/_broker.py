@@ -76,7 +76,7 @@ class NatsBroker(Broker):
     settings_class = NatsSettings
 
     def __init__(self, settings: NatsSettings | None = None) -> None:
-        super().__init__(settings or NatsSettings())
+        super().__init__(settings)
         self.capabilities = nats_capabilities(1024 * 1024, self.settings)
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None

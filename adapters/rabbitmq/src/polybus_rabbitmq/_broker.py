@@ -63,7 +63,7 @@ class RabbitBroker(Broker):
     settings_class = RabbitSettings
 
     def __init__(self, settings: RabbitSettings | None = None) -> None:
-        super().__init__(settings or RabbitSettings())
+        super().__init__(settings)
         self.capabilities = _capabilities(self.settings)
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._connection_lock = asyncio.Lock()

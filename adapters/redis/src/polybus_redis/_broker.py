@@ -44,7 +44,7 @@ class RedisBroker(Broker):
     settings_class = RedisSettings
 
     def __init__(self, settings: RedisSettings | None = None) -> None:
-        super().__init__(settings or RedisSettings())
+        super().__init__(settings)
         self.capabilities = Capabilities(
             competing_consumers=Support.NATIVE,
             fan_out=Support.NATIVE,

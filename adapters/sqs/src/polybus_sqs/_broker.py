@@ -43,7 +43,7 @@ class SqsBroker(Broker):
     settings_class = SqsSettings
 
     def __init__(self, settings: SqsSettings | None = None) -> None:
-        super().__init__(settings or SqsSettings())
+        super().__init__(settings)
         s = self.settings
         fifo = Support.NATIVE if s.fifo else Support.UNSUPPORTED
         self.capabilities = Capabilities(
