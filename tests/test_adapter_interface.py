@@ -21,7 +21,7 @@ EXPECTED_ADAPTER_API = {
     "BYTES", "BYTES_HEADER_SIZE", "CONTENT_TYPE", "ID_HEADER", "JSON", "TEXT", "AdapterSettings",
     "Broker", "Capabilities", "Consumer", "DelayHeap", "Delivery", "GroupStats", "Message", "MiB",
     "NoOptions", "OptionsModel", "Outage", "Outcome", "Producer", "ReconnectPolicy", "Start", "Support",
-    "Topic", "TopicStats", "check_name", "decode_body", "describe_error", "encode_body",
+    "TlsSettings", "Topic", "TopicStats", "check_name", "decode_body", "describe_error", "encode_body",
     "new_message_id", "redact_url", "register_scheme", "split_url", "tls_context", "url_options",
 }  # fmt: skip
 

@@ -10,6 +10,7 @@ Imports ``polybus._errors``, ``polybus._reconnect`` and ``polybus._settings`` on
 
 from __future__ import annotations
 
+import ssl
 import urllib.parse
 from typing import Any, ClassVar, Self
 
@@ -17,7 +18,7 @@ import pydantic
 
 from polybus._errors import ConfigurationError
 from polybus._reconnect import ReconnectPolicy
-from polybus._settings import describe_error, redact_url, split_url, url_options
+from polybus._settings import describe_error, redact_url, split_url, tls_context, url_options
 
 __all__ = ["AdapterSettings", "MiB", "NoOptions", "OptionsModel", "validate_options"]
 
@@ -76,6 +77,41 @@ class AdapterSettings(pydantic.BaseModel):
             raise ConfigurationError(
                 f"invalid {cls.adapter_name} options for {redact_url(url)}: {describe_error(exc, url)}"
             ) from None
+
+
+class TlsSettings(AdapterSettings):
+    """``AdapterSettings`` plus the TLS fields of a client that takes an :class:`ssl.SSLContext`."""
+
+    tls: bool = False
+    """Connect over TLS (a TLS URL scheme sets it)."""
+    tls_ca_file: str | None = None
+    """CA bundle that verifies the server (the system's store when unset)."""
+    tls_cert_file: str | None = None
+    """Client certificate, for mutual TLS."""
+    tls_key_file: str | None = None
+    """Key of the client certificate (when not in ``tls_cert_file``)."""
+    tls_verify: bool = True
+    """Verify the server's certificate and host name; turn off only for test servers."""
+
+    @property
+    def uses_tls(self) -> bool:
+        """True when the connection is encrypted (adapters may widen it: a scheme, a CA file...)."""
+        return self.tls
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context to connect with, or ``None`` for a plain connection.
+
+        Unreadable files raise :class:`~polybus.ConfigurationError`.
+        """
+        if not self.uses_tls:
+            return None
+        return tls_context(
+            ca_file=self.tls_ca_file,
+            cert_file=self.tls_cert_file,
+            key_file=self.tls_key_file,
+            verify=self.tls_verify,
+            where=f"the {self.adapter_name} adapter",
+        )
 
 
 def _fold_reconnect(values: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ What is here:
 The core never imports this module's users; this module imports core modules only.
 """
 
-from polybus._adapter_settings import AdapterSettings, MiB, NoOptions, OptionsModel
+from polybus._adapter_settings import AdapterSettings, MiB, NoOptions, OptionsModel, TlsSettings
 from polybus._broker import Broker
 from polybus._capabilities import Capabilities, Support
 from polybus._consumer import Consumer
@@ -75,6 +75,7 @@ __all__ = [
     "ReconnectPolicy",
     "Start",
     "Support",
+    "TlsSettings",
     "Topic",
     "TopicStats",
     "check_name",

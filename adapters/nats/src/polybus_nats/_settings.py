@@ -7,21 +7,20 @@ Imports polybus core and pydantic only (never nats-py, so settings can be checke
 
 from __future__ import annotations
 
-import ssl
 import urllib.parse
 from typing import Any, ClassVar, Literal
 
 import pydantic
 from pydantic import SecretStr
 
-from polybus.adapter import AdapterSettings, tls_context
+from polybus.adapter import TlsSettings
 
 __all__ = ["NatsSettings"]
 
 DEFAULT_PORT = 4222
 
 
-class NatsSettings(AdapterSettings):
+class NatsSettings(TlsSettings):
     """Options of ``nats://`` and ``tls://`` URLs; keyword options of ``connect()`` override the URL's.
 
     ``reconnect`` (from the base) sets the backoff and jitter between reconnect attempts, and how
@@ -43,13 +42,6 @@ class NatsSettings(AdapterSettings):
     """A ``.creds`` file (JWT + NKey seed) for decentralised auth."""
     nkeys_seed_file: str | None = None
     """A file holding an NKey seed."""
-    tls: bool = False
-    """Use TLS (implied by the ``tls://`` scheme and by any ``tls_*`` file)."""
-    tls_ca_file: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    tls_verify: bool = True
-    """Verify the server certificate and host name (turn off only for tests)."""
     tls_hostname: str | None = None
     tls_handshake_first: bool = False
     name: str = "polybus"
@@ -111,22 +103,11 @@ class NatsSettings(AdapterSettings):
 
     @property
     def uses_tls(self) -> bool:
-        """True when the connection is encrypted."""
+        """True when the connection is encrypted: ``tls``, a ``tls://`` server, or a ``tls_*`` file."""
         return (
             self.tls
             or any(s.startswith("tls://") for s in self.servers)
             or bool(self.tls_ca_file or self.tls_cert_file)
-        )
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context to connect with, or ``None`` for a plain connection."""
-        if not self.uses_tls:
-            return None
-        return tls_context(
-            ca_file=self.tls_ca_file,
-            cert_file=self.tls_cert_file,
-            key_file=self.tls_key_file,
-            verify=self.tls_verify,
         )
 
     @classmethod

@@ -8,21 +8,20 @@ it never appears in a repr, a log line or an error message. Imports pydantic and
 
 from __future__ import annotations
 
-import ssl
 import urllib.parse
 from typing import Any, ClassVar, Literal
 
 import pydantic
 from pydantic import SecretStr
 
-from polybus.adapter import AdapterSettings, MiB, tls_context
+from polybus.adapter import MiB, TlsSettings
 
 __all__ = ["RabbitSettings"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * MiB
 
 
-class RabbitSettings(AdapterSettings):
+class RabbitSettings(TlsSettings):
     """Options of ``amqp://`` and ``amqps://`` URLs (query string or keyword options)."""
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps")
@@ -34,15 +33,6 @@ class RabbitSettings(AdapterSettings):
     """Virtual host; the URL path, percent-decoded (``/`` or empty means the default ``/``)."""
     username: str = "guest"
     password: SecretStr = SecretStr("guest")
-    tls: bool = False
-    """Connect over TLS (set by the ``amqps`` scheme)."""
-    tls_ca_file: str | None = None
-    """CA bundle used to verify the server (the system store when unset)."""
-    tls_cert_file: str | None = None
-    """Client certificate, for mutual TLS (EXTERNAL or plain auth over TLS)."""
-    tls_key_file: str | None = None
-    tls_verify: bool = True
-    """Verify the server's certificate and host name. Turn off only for tests."""
     heartbeat: int = pydantic.Field(default=30, ge=0)
     """AMQP heartbeat in seconds; a dead peer is noticed within about three of them."""
     connect_timeout: float = pydantic.Field(default=10.0, gt=0)
@@ -89,15 +79,3 @@ class RabbitSettings(AdapterSettings):
         scheme = "amqps" if self.tls else "amqp"
         vhost = "" if self.vhost == "/" else urllib.parse.quote(self.vhost, safe="")
         return f"{scheme}://{self.username}:***@{self.host}:{self.port}/{vhost}"
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context to connect with, or ``None`` for a plain connection."""
-        if not self.tls:
-            return None
-        return tls_context(
-            ca_file=self.tls_ca_file,
-            cert_file=self.tls_cert_file,
-            key_file=self.tls_key_file,
-            verify=self.tls_verify,
-            where=self.display_url(),
-        )
