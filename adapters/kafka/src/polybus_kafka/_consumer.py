@@ -45,6 +45,10 @@ class KafkaConsumer(Consumer):
     """Receives from a Kafka topic as a member of consumer group ``<topic>.<group>``."""
 
     topic: KafkaTopic
+    ack_batch_size = 32
+    """An ack is bookkeeping here (no request): marking offsets every 32 acks costs nothing, and
+    frees the deliveries at once; 1,024 queued deliveries kept the garbage collector busy (measured:
+    263 young and 24 middle collections per 100,000 messages, ~15% of consume throughput; none at 32)."""
 
     def __init__(self, topic: KafkaTopic, group: str | None, prefetch: int, start: Start = "latest") -> None:
         super().__init__(topic, group, prefetch)
