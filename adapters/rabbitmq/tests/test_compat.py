@@ -7,7 +7,6 @@ end-to-end cases swap a fallback in and run it against the real broker.
 from __future__ import annotations
 
 import logging
-import socket
 import types
 
 import aio_pika
@@ -18,7 +17,7 @@ import pytest
 from polybus_rabbitmq import _compat
 
 import polybus
-from polybus.testing import unique_name
+from polybus.testing import free_port, unique_name
 
 pytestmark = pytest.mark.polybus(timeout=60)
 
@@ -85,9 +84,7 @@ async def test_the_adapter_works_on_every_fallback(polybus_url: str, monkeypatch
 
 async def test_a_failed_connect_logs_no_error_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     broker = polybus.connect(f"amqp://guest:guest@127.0.0.1:{port}/", connect_timeout=2)
     with pytest.raises(polybus.BrokerConnectionError):
         await broker.open()

@@ -19,6 +19,7 @@ from polybus_redis import RedisBroker, RedisSettings
 
 import polybus
 from polybus import ReconnectPolicy
+from polybus.testing import free_port
 
 CANARY = "Canary-Redis-Pw-41d7"
 
@@ -49,13 +50,6 @@ def test_bad_options_raise_configuration_error_without_the_password() -> None:
         polybus.connect("redis://localhost/0", no_such_option=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @contextlib.contextmanager
 def _redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
     binary = shutil.which("redis-server")
@@ -78,7 +72,7 @@ def _redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
 
 
 async def test_send_during_an_outage_succeeds_after_the_server_returns() -> None:
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     policy = ReconnectPolicy(initial=0.1, maximum=0.5, give_up_after=20)
     with _redis_server(port) as first:

@@ -10,9 +10,9 @@ import pytest
 
 import polybus
 from polybus.testing._names import unique_name
+from polybus.testing._provision_local import free_port
 from polybus.testing.contract._config import ContractConfig
 from polybus.testing.contract._helpers import (
-    _closed_port,
     _fresh,
     _scratch,
     collect,
@@ -84,7 +84,7 @@ class ErrorCases:
             pytest.skip("the broker URL has no network address")
         canary = "Canary-Pw-7f3a9"
         user = parts.username or "polybus"
-        port = _closed_port()
+        port = free_port()  # closed again at once: nothing listens there
         bad = parts._replace(netloc=f"{user}:{canary}@127.0.0.1:{port}").geturl()
         caplog.set_level(logging.DEBUG)
         broker = polybus.connect(bad)

@@ -110,12 +110,3 @@ async def _caps(url: str) -> Capabilities:
     on connecting: NATS reads the server's maximum payload)."""
     async with polybus.connect(url) as broker:
         return broker.capabilities
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port  # closed again: nothing listens there
