@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -133,27 +133,27 @@ class KafkaAdmin:
         """The offset of the first retained record of each partition."""
         if not tps:
             return {}
-        probe = self._probe()
-        try:
-            with translated("reading start offsets"):
-                await probe.start()
-                return dict(await probe.beginning_offsets(tps))
-        finally:
-            with contextlib.suppress(Exception):
-                await probe.stop()
+        async with self._probing("reading start offsets") as probe:
+            return dict(await probe.beginning_offsets(tps))
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The offset after the last record of each partition, as a consumer will really read it."""
         if not tps:
             return {}
+        async with self._probing("reading end offsets") as probe:
+            ends: dict[TopicPartition, int] = dict(await probe.end_offsets(tps))
+            if self.read_back is not None:
+                ends = await self.read_back(probe, ends)
+            return ends
+
+    @contextlib.asynccontextmanager
+    async def _probing(self, what: str) -> AsyncIterator[AIOKafkaConsumer]:
+        """A started probe consumer, its errors translated; stopped on the way out, whatever happens."""
         probe = self._probe()
         try:
-            with translated("reading end offsets"):
+            with translated(what):
                 await probe.start()
-                ends: dict[TopicPartition, int] = dict(await probe.end_offsets(tps))
-                if self.read_back is not None:
-                    ends = await self.read_back(probe, ends)
-                return ends
+                yield probe
         finally:
             with contextlib.suppress(Exception):
                 await probe.stop()
