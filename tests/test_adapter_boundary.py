@@ -120,9 +120,11 @@ HOOKS = {
     # what docs/writing-an-adapter.md hands to adapters: hooks they implement, helpers they may call
     "_open", "_aclose", "_topic", "_ensure", "_delete", "_stats", "_producer", "_consumer", "_publish",
     "_publish_bodies", "_fetch", "_settle_native", "_release", "_interrupt", "_ack_batch", "_take_acks",
-    "_flush_acks", "_drop_buffered", "_check_open",
+    "_flush_acks", "_drop_buffered", "_check_open", "_inbox", "_reply", "_request", "_receive",
 }  # fmt: skip
-BASES = ["_resource.py", "_broker.py", "_topic.py", "_producer.py", "_consumer.py", "_delivery.py"]
+BASES = [
+    "_resource.py", "_broker.py", "_topic.py", "_producer.py", "_consumer.py", "_delivery.py", "_reply.py",
+]  # fmt: skip
 
 
 def _base_private_names() -> set[str]:

@@ -3,6 +3,13 @@
 import polybus
 
 EXPECTED = {
+    "CAUSATION_HEADER",
+    "CONTENT_TYPE",
+    "CORRELATION_HEADER",
+    "ERROR_HEADER",
+    "ERROR_TYPE_HEADER",
+    "ID_HEADER",
+    "REPLY_TO_HEADER",
     "App",
     "Broker",
     "BrokerConnectionError",
@@ -16,6 +23,7 @@ EXPECTED = {
     "EncodeError",
     "GroupStats",
     "Handler",
+    "Inbox",
     "Message",
     "MessageTooLargeError",
     "Middleware",

@@ -30,16 +30,31 @@ from polybus._errors import (
     UnknownSchemeError,
     UnsupportedCapabilityError,
 )
-from polybus._message import Message
+from polybus._message import CONTENT_TYPE, ID_HEADER, Message
 from polybus._producer import Producer
 from polybus._reconnect import ReconnectPolicy
 from polybus._registry import connect, installed_schemes
+from polybus._reply import (
+    CAUSATION_HEADER,
+    CORRELATION_HEADER,
+    ERROR_HEADER,
+    ERROR_TYPE_HEADER,
+    REPLY_TO_HEADER,
+    Inbox,
+)
 from polybus._settings import PolybusSettings, redact_url
 from polybus._topic import GroupStats, Topic, TopicStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CAUSATION_HEADER",
+    "CONTENT_TYPE",
+    "CORRELATION_HEADER",
+    "ERROR_HEADER",
+    "ERROR_TYPE_HEADER",
+    "ID_HEADER",
+    "REPLY_TO_HEADER",
     "App",
     "Broker",
     "BrokerConnectionError",
@@ -53,6 +68,7 @@ __all__ = [
     "EncodeError",
     "GroupStats",
     "Handler",
+    "Inbox",
     "Message",
     "MessageTooLargeError",
     "Middleware",

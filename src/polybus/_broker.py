@@ -1,7 +1,8 @@
 """``Broker``: a connection to one message broker, made by ``polybus.connect(url)``.
 
 Adapters subclass it: set ``scheme`` and ``capabilities``, implement ``_open``, ``_aclose`` and
-``_topic``. The base closes every producer and consumer still open when the broker closes.
+``_topic``; an adapter with a native reply path also overrides ``_inbox`` and ``_reply``. The
+base closes every producer and consumer still open when the broker closes.
 Imports core modules only.
 """
 
@@ -11,10 +12,16 @@ from typing import Any, ClassVar, Self
 
 from polybus._adapter_settings import AdapterSettings
 from polybus._capabilities import Capabilities
+from polybus._message import Message
+from polybus._producer import Producer
+from polybus._reply import Inbox, TopicInbox
 from polybus._resource import AsyncResource
 from polybus._topic import Topic, check_name
 
 __all__ = ["Broker"]
+
+REPLY_PRODUCERS = 32
+"""Producers the emulated reply path keeps open, one per recent reply address."""
 
 
 class Broker(AsyncResource):
@@ -43,6 +50,7 @@ class Broker(AsyncResource):
     def __init__(self, settings: AdapterSettings | None = None) -> None:
         """Adapters: pass the settings (``None``: the defaults); ``default_prefetch`` comes from them."""
         self._children: set[AsyncResource] = set()
+        self._reply_producers: dict[str, Producer] = {}
         if settings is None and self.settings_class is AdapterSettings:
             return  # an adapter that keeps its settings itself
         self.settings = self.settings_class() if settings is None else settings
@@ -64,6 +72,43 @@ class Broker(AsyncResource):
     def _topic(self, name: str) -> Topic:
         raise NotImplementedError
 
+    def inbox(self) -> Inbox:
+        """A new inbox: where the replies to one requester arrive (use it as an async context manager).
+
+        ``capabilities.request_reply`` says whether the broker's own reply path carries them
+        (``native``) or a topic per inbox, deleted when it closes (``emulated``).
+        """
+        self._check_open()
+        return self._inbox()
+
+    async def reply(self, address: str, message: Message) -> None:
+        """Send ``message`` to the inbox at ``address`` (a request's ``polybus-reply-to`` header).
+
+        Returns once the broker took it; a reply to an inbox that is gone is dropped by the broker
+        or left on its topic, never an error the responder must handle.
+        """
+        self._check_open()
+        await self._reply(address, message)
+
+    def _inbox(self) -> Inbox:
+        """Adapters with a native reply path: their own :class:`~polybus.adapter.Inbox`."""
+        return TopicInbox(self)
+
+    async def _reply(self, address: str, message: Message) -> None:
+        """Adapters with a native reply path: send ``message`` to ``address``.
+
+        The emulation sends to the inbox's topic, keeping producers for the last few addresses.
+        """
+        producers = self._reply_producers
+        producer = producers.pop(address, None)
+        if producer is None:
+            producer = self.topic(address).producer()
+            if len(producers) >= REPLY_PRODUCERS:
+                oldest = next(iter(producers))
+                await producers.pop(oldest).aclose()
+        producers[address] = producer  # most recently used last
+        await producer.send_many([message])
+
     def _track(self, child: AsyncResource) -> None:
         self._children.add(child)
 
@@ -74,6 +119,7 @@ class Broker(AsyncResource):
         """Close every producer and consumer made from this broker, then the connection. Idempotent."""
         if self._closed:
             return
+        self._reply_producers.clear()  # children: closed below
         for child in list(self._children):
             await child.aclose()
         await super().aclose()

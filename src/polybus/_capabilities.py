@@ -57,6 +57,11 @@ class Capabilities:
     """Largest encoded body plus headers, in bytes, or ``None`` when unbounded."""
     dedup_window: float | None = None
     """Seconds during which re-sent ids are dropped, where ``dedup`` is supported."""
+    request_reply: Support = Support.EMULATED
+    """Replies reach a requester's inbox by the broker's own reply path (``native``) or through a
+    topic per inbox that the core creates and deletes (``emulated``, the default for every adapter).
+    """
+    """Seconds during which re-sent ids are dropped, where ``dedup`` is supported."""
 
     def require(self, name: str, *, broker: str = "this broker", need: str = "") -> Support:
         """Return the support level of ``name``; raise if it is unsupported.

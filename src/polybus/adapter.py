@@ -9,7 +9,8 @@ in small hooks. docs/writing-an-adapter.md walks through a whole minimal adapter
 What is here:
 
 - base classes and hooks: :class:`Broker` (``scheme``, ``capabilities``, ``display_url``,
-  ``_open``, ``_aclose``, ``_topic``), :class:`Topic` (``_ensure``, ``_delete``, ``_stats``,
+  ``_open``, ``_aclose``, ``_topic``; a native reply path: ``_inbox``, ``_reply``), :class:`Inbox`
+  (``_open``, ``_request``, ``_receive``, ``_aclose``), :class:`Topic` (``_ensure``, ``_delete``, ``_stats``,
   ``_producer``, ``_consumer``, ``consumer_options``, ``producer_options``), :class:`Producer`
   (``_publish``, optional ``_publish_bodies``), :class:`Consumer` (``_open``, ``_fetch``,
   ``_settle_native``, ``_release``, ``_interrupt``, optional ``_ack_batch``; for adapters:
@@ -48,6 +49,7 @@ from polybus._message import (
 from polybus._producer import Producer
 from polybus._reconnect import Outage, ReconnectPolicy
 from polybus._registry import register_scheme
+from polybus._reply import REPLY_TO_HEADER, Inbox
 from polybus._settings import describe_error, redact_url, split_url, tls_context, url_options
 from polybus._topic import GroupStats, Start, Topic, TopicStats, check_name
 
@@ -57,6 +59,7 @@ __all__ = [
     "CONTENT_TYPE",
     "ID_HEADER",
     "JSON",
+    "REPLY_TO_HEADER",
     "TEXT",
     "AdapterSettings",
     "Broker",
@@ -65,6 +68,7 @@ __all__ = [
     "DelayHeap",
     "Delivery",
     "GroupStats",
+    "Inbox",
     "Message",
     "MiB",
     "NoOptions",
