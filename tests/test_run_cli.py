@@ -121,7 +121,7 @@ def test_command_line_errors_exit_2_and_hide_passwords(args: list[str], message:
 
 def until(condition: Callable[[], bool], timeout: float = 20.0) -> asyncio.Task[None]:
     async def wait() -> None:
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - state of another process or of the service: polled
             await asyncio.sleep(0.01)
 
     return asyncio.ensure_future(asyncio.wait_for(wait(), timeout))

@@ -74,7 +74,7 @@ prefetch = 10
 
 
 def test_precedence_options_then_environment_then_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    write("polybus.toml", 'url = "memory://file"\ngrace_period = 5\nprocesses = 2\n[topics]\norders = "o-file"\n')
+    write("polybus.toml", 'url = "memory://file"\ngrace_period = 5\nprocesses = 2\n[topics]\norders = "o"\n')
     monkeypatch.setenv("POLYBUS_URL", "memory://env")
     monkeypatch.setenv("POLYBUS_GRACE_PERIOD", "7")
     monkeypatch.setenv("POLYBUS_TOPICS__INVOICES", "i-env")  # merged into the file's table
@@ -82,7 +82,7 @@ def test_precedence_options_then_environment_then_file(monkeypatch: pytest.Monke
     assert settings.url_value() == "memory://env"
     assert settings.grace_period == 9
     assert settings.processes == 2
-    assert settings.topics == {"orders": "o-file", "invoices": "i-env"}
+    assert settings.topics == {"orders": "o", "invoices": "i-env"}
 
 
 def test_environment_tables_as_json_or_nested(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,7 +37,7 @@ def stand_in(folder: Path, behaviours: dict[int, str]) -> Supervisor:
 
 async def until(condition: object, timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
-        while not condition():  # type: ignore[operator]
+        while not condition():  # type: ignore[operator]  # noqa: ASYNC110 - files of other processes
             await asyncio.sleep(0.02)
 
 

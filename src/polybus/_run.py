@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +132,9 @@ async def serve(
         loop.add_signal_handler(signum, on_signal, signum)
     for early in received or ():
         on_signal(early)
+    watch = None
     if supervised:
-        threading.Thread(target=_watch_supervisor, args=(loop, stop), daemon=True).start()
+        watch, _ = await loop.connect_read_pipe(lambda: _SupervisorWatch(stop), sys.stdin)
     try:
         if stop.is_set():
             return EXIT_OK
@@ -149,22 +149,23 @@ async def serve(
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+        if watch is not None:
+            stop.set()  # the service is over: closing the pipe is not the supervisor going away
+            watch.close()
     log.info("stopped")
     return EXIT_OK
 
 
-def _watch_supervisor(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """Block on stdin (a pipe from the supervisor) until end of file, then stop gracefully."""
-    try:
-        while sys.stdin.buffer.read(4096):
-            pass
-    except (OSError, ValueError):
-        pass
-    log.warning("the supervisor is gone: stopping")
-    try:
-        loop.call_soon_threadsafe(stop.set)
-    except RuntimeError:  # the loop has already finished
-        pass
+class _SupervisorWatch(asyncio.Protocol):
+    """Reads the worker's stdin, a pipe from the supervisor: its end of file means the supervisor is gone."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.stop.is_set():
+            log.warning("the supervisor is gone: stopping")
+            self.stop.set()
 
 
 def run_one(target: str, settings: ServiceSettings, *, supervised: bool = False) -> int:

@@ -9,7 +9,8 @@ Each worker is ``python -m polybus run ... --processes 1 --worker K``, a process
 - restarts a worker that exits while no stop was asked for, after a backoff (1 s, doubling up to
   30 s, back to 1 s once a worker has lived 30 s), and logs why; a worker that exits with a
   configuration error (2) is not restarted: the supervisor stops the others and exits 2;
-- exits 0 when every worker exited 0 after a stop, else 1.
+- exits 0 when every worker exited 0 after a stop, else 1 (a worker that the stop signal ended
+  before it could handle signals, while still starting, held nothing and counts as 0).
 
 Workers run in their own process group, so a Ctrl-C in the terminal reaches the supervisor only
 (and is forwarded once); their stdin is a pipe from the supervisor, so they stop gracefully when
@@ -68,6 +69,7 @@ class Supervisor:
         self.restarts = 0
         self._stop = asyncio.Event()
         self._signals = 0
+        self._forwarded: set[int] = set()
 
     async def run(self) -> int:
         """Start the workers and keep them running until a stop; the supervisor's exit code."""
@@ -108,6 +110,7 @@ class Supervisor:
         os._exit(EXIT_INTERRUPTED)
 
     def _forward(self, signum: int) -> None:
+        self._forwarded.add(signum)
         for process in self.workers.values():
             if process.returncode is None:
                 try:
@@ -135,11 +138,15 @@ class Supervisor:
             )
             self.workers[number] = process
             if self._stop.is_set():  # stopped while it was starting
+                self._forwarded.add(signal.SIGTERM)
                 process.send_signal(signal.SIGTERM)
             started = loop.time()
             log.info("worker %d started (pid %d)", number, process.pid)
             code = await process.wait()
             if self._stop.is_set():
+                if -code in self._forwarded:  # killed by the stop itself before it could handle it
+                    log.info("worker %d (pid %d) stopped before it was serving", number, process.pid)
+                    return EXIT_OK
                 level = logging.INFO if code == EXIT_OK else logging.WARNING
                 log.log(level, "worker %d (pid %d) %s", number, process.pid, describe_exit(code))
                 return code
