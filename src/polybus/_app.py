@@ -116,7 +116,7 @@ class App:
             raise ConfigurationError(f"retry_delay must be >= 0 seconds or None, got {retry_delay!r}")
 
         def register(handler: F) -> F:
-            sub_name = name if name is not None else getattr(handler, "__name__", None)
+            sub_name = name if name is not None else getattr(handler, "__name__", type(handler).__name__)
             if not isinstance(sub_name, str) or not sub_name:
                 raise ConfigurationError(
                     f"give the subscription of {handler!r} a name: subscribe(..., name=)"

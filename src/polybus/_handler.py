@@ -98,16 +98,17 @@ def inspect_handler(fn: Callable[..., Any], name: str) -> HandlerShape:
     if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
         raise ConfigurationError(f"handler {name!r} must be an async function (async def)")
     try:
-        signature = inspect.signature(fn)
+        signature = inspect.signature(fn, eval_str=True)  # also resolves string annotations
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"cannot read the signature of handler {name!r}: {exc}") from exc
-    try:
-        hints = typing.get_type_hints(fn)
     except Exception as exc:  # a forward reference that does not resolve (a class defined in a function)
         raise ConfigurationError(
-            f"cannot resolve the annotations of handler {name!r}: {exc}; define the types it names at "
+            f"cannot resolve the annotations of handler {name!r}: {exc!r}; define the types it names at "
             "module level"
         ) from exc
+    hints = {p.name: p.annotation for p in signature.parameters.values() if p.annotation is not p.empty}
+    if signature.return_annotation is not signature.empty:
+        hints["return"] = signature.return_annotation
     params = list(signature.parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if not positional:
