@@ -99,7 +99,7 @@ async def _handle(delivery: Delivery, handler: Handler, retry_delay: float | Non
         if not delivery.settled:
             await (delivery.ack() if sent else delivery.nack(retry_delay))
         return
-    if not delivery.settled:
+    if delivery.outcome is None:
         await delivery.ack()
 
 
@@ -137,12 +137,24 @@ async def run_consumer(
     def running() -> bool:
         return not stop.is_set() and not consumer.closed
 
-    async def worker() -> None:
-        while running():
-            delivery = await _receive(consumer, running)
-            if delivery is None or stop.is_set():
+    stopped = stop.is_set
+
+    async def worker() -> None:  # the hot path: no layer more than needed
+        receive = consumer.receive
+        while not stopped() and not consumer._closed:
+            try:
+                delivery = await receive(RECEIVE_POLL)
+            except PolybusError as exc:
+                if running():
+                    log.warning("receive from %r failed: %s; retrying", consumer, exc)
+                    await asyncio.sleep(0.5)
                 continue
-            await _handle_logged(delivery, handler, retry_delay)
+            if delivery is None or stopped():
+                continue  # received as the stop came: left unsettled, handed back on close
+            try:
+                await _handle(delivery, handler, retry_delay)
+            except PolybusError as exc:  # settling failed: the broker will redeliver it
+                log.warning("could not settle %r: %s", delivery, exc)
 
     async with asyncio.TaskGroup() as tasks:
         for _ in range(concurrency):
