@@ -290,7 +290,7 @@ async def test_a_request_whose_handler_raises_gets_an_error_reply_and_is_acked(
     assert reply.headers[polybus.ERROR_HEADER] == "x" * 1000
     assert reply.headers[polybus.CORRELATION_HEADER] == "c-2"
     assert decode_reply is not None
-    assert decode_reply.headers[polybus.ERROR_TYPE_HEADER] == "polybus._errors.DecodeError"
+    assert decode_reply.headers[polybus.ERROR_TYPE_HEADER] == "polybus.DecodeError"
     assert decode_reply.headers[polybus.CORRELATION_HEADER] == "c-3"
     assert calls == [4], "the failed request was redelivered, or the bad one reached the handler"
     assert stats.groups["pricing"].backlog == 0 and stats.groups["pricing"].in_flight == 0

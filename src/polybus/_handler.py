@@ -236,6 +236,8 @@ def typed_handler(
         )
 
     if decode is _NO_DECODE and slots == ("delivery",) and not keywords:
+        if shape.returns_none:
+            return fn  # already a plain handler: nothing to decode, nothing to publish
 
         async def plain(delivery: Delivery) -> None:
             result = await fn(delivery)

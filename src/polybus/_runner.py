@@ -55,10 +55,14 @@ def compose(handler: Handler, middlewares: Sequence[Middleware] = ()) -> Handler
 
 def error_reply(delivery: Delivery, exc: BaseException) -> Message:
     """The reply that tells a requester its request failed: an empty body, the exception's qualified
-    type name and its message (bounded), and the request's correlation id."""
+    type name (``polybus.DecodeError`` for polybus's own errors) and its message (bounded), and the
+    request's correlation id."""
     kind = type(exc)
+    module = kind.__module__
+    if module.startswith("polybus._"):  # polybus's own errors go by their public name
+        module = "polybus"
     headers = {
-        ERROR_TYPE_HEADER: f"{kind.__module__}.{kind.__qualname__}",
+        ERROR_TYPE_HEADER: f"{module}.{kind.__qualname__}",
         ERROR_HEADER: str(exc)[:ERROR_TEXT_LIMIT],
     }
     correlation = delivery.headers.get(CORRELATION_HEADER)
@@ -76,37 +80,38 @@ async def _send_error_reply(delivery: Delivery, address: str, exc: BaseException
     return True
 
 
-async def _handle(delivery: Delivery, handler: Handler, retry_delay: float | None) -> None:
-    try:
-        await handler(delivery)
-    except DecodeError as exc:
+async def _failed(delivery: Delivery, exc: Exception, retry_delay: float | None) -> None:
+    """Settle a delivery whose handler raised ``exc`` (unless the handler settled it)."""
+    address = delivery.headers.get(REPLY_TO_HEADER)
+    if isinstance(exc, DecodeError):
         log.error("rejecting %r: its payload cannot be decoded: %s", delivery, exc)
-        address = delivery.headers.get(REPLY_TO_HEADER)
         if address is not None:
             await _send_error_reply(delivery, address, exc)
-        if not delivery.settled:
+        if delivery.outcome is None:
             await delivery.reject()
-        return
-    except Exception as exc:
-        address = delivery.headers.get(REPLY_TO_HEADER)
-        if address is None:
-            log.exception("handler failed for %r; redelivering in %ss", delivery, retry_delay)
-            if not delivery.settled:
-                await delivery.nack(retry_delay)
-            return
-        log.exception("handler failed for request %r; sending an error reply", delivery)
+    elif address is None:
+        log.error("handler failed for %r; redelivering in %ss", delivery, retry_delay, exc_info=exc)
+        if delivery.outcome is None:
+            await delivery.nack(retry_delay)
+    else:
+        log.error("handler failed for request %r; sending an error reply", delivery, exc_info=exc)
         sent = await _send_error_reply(delivery, address, exc)
-        if not delivery.settled:
+        if delivery.outcome is None:
             await (delivery.ack() if sent else delivery.nack(retry_delay))
-        return
-    if delivery.outcome is None:
-        await delivery.ack()
 
 
-async def _handle_logged(delivery: Delivery, handler: Handler, retry_delay: float | None) -> None:
+async def _handle(delivery: Delivery, handler: Handler, retry_delay: float | None) -> None:
+    """Run ``handler`` on ``delivery`` and settle it; a settlement that fails is logged (the broker
+    redelivers what was not settled). The worker of :func:`run_consumer` inlines the same steps."""
     try:
-        await _handle(delivery, handler, retry_delay)
-    except PolybusError as exc:  # settling failed: the broker will redeliver it
+        try:
+            await handler(delivery)
+        except Exception as exc:
+            await _failed(delivery, exc, retry_delay)
+            return
+        if delivery.outcome is None:
+            await delivery.ack()
+    except PolybusError as exc:
         log.warning("could not settle %r: %s", delivery, exc)
 
 
@@ -151,8 +156,14 @@ async def run_consumer(
                 continue
             if delivery is None or stopped():
                 continue  # received as the stop came: left unsettled, handed back on close
-            try:
-                await _handle(delivery, handler, retry_delay)
+            try:  # _handle, inlined: one coroutine less per message
+                try:
+                    await handler(delivery)
+                except Exception as exc:
+                    await _failed(delivery, exc, retry_delay)
+                    continue
+                if delivery.outcome is None:
+                    await delivery.ack()
             except PolybusError as exc:  # settling failed: the broker will redeliver it
                 log.warning("could not settle %r: %s", delivery, exc)
 
@@ -183,7 +194,7 @@ async def _run_ordered(
     async def run_key(key: str, delivery: Delivery) -> None:
         try:
             while True:
-                await _handle_logged(delivery, handler, retry_delay)
+                await _handle(delivery, handler, retry_delay)
                 waiting = busy[key]
                 if not waiting or stop.is_set():
                     return  # anything still waiting stays unsettled: handed back on close
@@ -194,7 +205,7 @@ async def _run_ordered(
 
     async def run_one(delivery: Delivery) -> None:
         try:
-            await _handle_logged(delivery, handler, retry_delay)
+            await _handle(delivery, handler, retry_delay)
         finally:
             slots.release()
 
