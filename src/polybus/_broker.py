@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 
 from polybus._adapter_settings import AdapterSettings
 from polybus._capabilities import Capabilities
-from polybus._errors import ConfigurationError, NotFoundError, PolybusError
+from polybus._errors import ConfigurationError, MessageTooLargeError, NotFoundError, PolybusError
 from polybus._message import Message
 from polybus._producer import Producer
 from polybus._reply import INBOX_PREFIX, Inbox, TopicInbox
@@ -95,6 +95,9 @@ class Broker(AsyncResource):
         send to an arbitrary topic).
         """
         self._check_open()
+        limit = self.capabilities.max_message_size
+        if limit is not None and not message.fits(limit):
+            raise MessageTooLargeError(message.size, limit, topic=address)
         await self._reply(address, message)
 
     def _inbox(self) -> Inbox:

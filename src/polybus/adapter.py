@@ -50,7 +50,7 @@ from polybus._message import (
 from polybus._producer import Producer
 from polybus._reconnect import Outage, ReconnectPolicy
 from polybus._registry import register_scheme
-from polybus._reply import REPLY_TO_HEADER, Inbox, PushInbox
+from polybus._reply import INBOX_PREFIX, REPLY_TO_HEADER, Inbox, PushInbox
 from polybus._settings import describe_error, redact_url, split_url, tls_context, url_options
 from polybus._topic import GroupStats, Start, Topic, TopicStats, check_name
 
@@ -59,6 +59,7 @@ __all__ = [
     "BYTES_HEADER_SIZE",
     "CONTENT_TYPE",
     "ID_HEADER",
+    "INBOX_PREFIX",
     "JSON",
     "REPLY_TO_HEADER",
     "TEXT",
