@@ -76,10 +76,15 @@ class Inbox(AsyncResource):
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._producers: dict[str, Producer] = {}
+        self._request_producers: dict[str, Producer] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.address!r}{' closed' if self._closed else ''}>"
+
+    async def open(self) -> None:
+        """Subscribe to the reply path (``async with`` does it, and so does first use)."""
+        await super().open()
+        self.broker._track(self)  # closing the broker closes the inbox (and deletes its topic)
 
     async def request(self, topic: str, message: Message) -> str:
         """Send ``message`` to ``topic`` with this inbox as its reply address; return its id once
@@ -102,9 +107,9 @@ class Inbox(AsyncResource):
 
     async def _request(self, topic: str, message: Message) -> str:
         """Adapters, optional: send a request. The default sends through a producer per topic."""
-        producer = self._producers.get(topic)
+        producer = self._request_producers.get(topic)
         if producer is None:
-            producer = self._producers[topic] = self.broker.topic(topic).producer()
+            producer = self._request_producers[topic] = self.broker.topic(topic).producer()
         return (await producer.send_many([message]))[0]
 
     async def _receive(self, timeout: float | None) -> Delivery | None:
@@ -112,7 +117,8 @@ class Inbox(AsyncResource):
 
     async def _aclose(self) -> None:
         """Subclasses: release what the inbox holds, then call this (it closes the producers)."""
-        producers, self._producers = list(self._producers.values()), {}
+        self.broker._untrack(self)
+        producers, self._request_producers = list(self._request_producers.values()), {}
         for producer in producers:
             with contextlib.suppress(PolybusError):
                 await producer.aclose()
@@ -178,8 +184,8 @@ class PushInbox(Inbox):
 
     def __init__(self, broker: Broker) -> None:
         super().__init__(broker)
-        self._replies: collections.deque[Delivery] = collections.deque()
-        self._arrived = asyncio.Event()
+        self._pushed: collections.deque[Delivery] = collections.deque()
+        self._push_event = asyncio.Event()
 
     def push(
         self,
@@ -196,16 +202,16 @@ class PushInbox(Inbox):
             return
         delivery = Delivery(_SETTLED, id, self.address, body, headers, key, timestamp, 1, native)
         delivery.outcome = Outcome.ACK
-        self._replies.append(delivery)
-        self._arrived.set()
+        self._pushed.append(delivery)
+        self._push_event.set()
 
     async def _receive(self, timeout: float | None) -> Delivery | None:
-        replies = self._replies
+        replies = self._pushed
         if not replies:
-            self._arrived.clear()
+            self._push_event.clear()
             try:
                 async with asyncio.timeout(timeout):
-                    await self._arrived.wait()
+                    await self._push_event.wait()
             except TimeoutError:
                 return None
             self._check_open()
@@ -215,6 +221,6 @@ class PushInbox(Inbox):
         """Stop receiving (a ``receive()`` under way raises :class:`~polybus.ClosedError`); idempotent."""
         if self._closed:
             return
-        self._arrived.set()  # wakes a receive() under way, which sees the closed state
+        self._push_event.set()  # wakes a receive() under way, which sees the closed state
         await super().aclose()
-        self._replies.clear()
+        self._pushed.clear()
