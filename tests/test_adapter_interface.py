@@ -18,7 +18,8 @@ from polybus.adapter import AdapterSettings, DelayHeap, OptionsModel, Outage, Re
 from polybus.testing import unique_name
 
 EXPECTED_ADAPTER_API = {
-    "BYTES", "BYTES_HEADER_SIZE", "CONTENT_TYPE", "ID_HEADER", "INBOX_PREFIX", "JSON", "TEXT", "AdapterSettings",
+    "BYTES", "BYTES_HEADER_SIZE", "CONTENT_TYPE", "ID_HEADER", "INBOX_PREFIX", "JSON", "TEXT",
+    "AdapterSettings",
     "Broker", "Capabilities", "Consumer", "DelayHeap", "Delivery", "GroupStats", "Inbox", "Message", "MiB",
     "NoOptions", "OptionsModel", "Outage", "Outcome", "Producer", "PushInbox", "REPLY_TO_HEADER",
     "ReconnectPolicy",

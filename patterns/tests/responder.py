@@ -25,7 +25,9 @@ async def serve(url: str, topic: str, group: str, ready: Callable[[], None], sto
                 continue
             body = request.json()
             headers = {CORRELATION_HEADER: request.headers.get(CORRELATION_HEADER, "")}
-            await broker.reply(request.headers[REPLY_TO_HEADER], Message.of({**body, "by": os.getpid()}, headers=headers))
+            await broker.reply(
+                request.headers[REPLY_TO_HEADER], Message.of({**body, "by": os.getpid()}, headers=headers)
+            )
             await request.ack()
             answered += 1
     return answered

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from polybus_patterns import RemoteError, Requester
 
 import polybus
 from polybus import CORRELATION_HEADER, ERROR_HEADER, ERROR_TYPE_HEADER, REPLY_TO_HEADER, Message
 from polybus.testing import unique_name
-from polybus_patterns import RemoteError, Requester
 
 RESPONDER = Path(__file__).with_name("responder.py")
 _spec = importlib.util.spec_from_file_location("polybus_patterns_test_responder", RESPONDER)
@@ -41,9 +41,7 @@ async def responders(url: str, topic: str, group: str, count: int = 2) -> AsyncI
     if url.startswith("memory:"):
         stop = asyncio.Event()
         joined = [asyncio.Event() for _ in range(count)]
-        tasks = [
-            asyncio.create_task(responder.serve(url, topic, group, event.set, stop)) for event in joined
-        ]
+        tasks = [asyncio.create_task(responder.serve(url, topic, group, event.set, stop)) for event in joined]
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in joined)), 60)
             yield
@@ -53,9 +51,14 @@ async def responders(url: str, topic: str, group: str, count: int = 2) -> AsyncI
         return
     processes = [
         await asyncio.create_subprocess_exec(
-            sys.executable, str(RESPONDER), url, topic, group,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            str(RESPONDER),
+            url,
+            topic,
+            group,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         for _ in range(count)
     ]
     try:
@@ -88,25 +91,28 @@ async def test_every_reply_matches_its_request(
     total, callers = scaled(5000), 20
     topic = unique_name("quotes")
     try:
-        async with responders(service_url, topic, "pricing"):
-            async with polybus.connect(service_url) as broker, Requester(broker) as requester:
-                latencies: list[float] = []
+        async with (
+            responders(service_url, topic, "pricing"),
+            polybus.connect(service_url) as broker,
+            Requester(broker) as requester,
+        ):
+            latencies: list[float] = []
 
-                async def caller(first: int) -> None:
-                    for n in range(first, total, callers):
-                        started = time.perf_counter()
-                        reply = await requester.request(topic, {"n": n}, timeout=30)
-                        latencies.append(time.perf_counter() - started)
-                        assert reply.json()["n"] == n
-                        assert reply.settled
+            async def caller(first: int) -> None:
+                for n in range(first, total, callers):
+                    started = time.perf_counter()
+                    reply = await requester.request(topic, {"n": n}, timeout=30)
+                    latencies.append(time.perf_counter() - started)
+                    assert reply.json()["n"] == n
+                    assert reply.settled
 
-                started = time.perf_counter()
-                await asyncio.gather(*(caller(i) for i in range(callers)))
-                elapsed = time.perf_counter() - started
-                assert len(latencies) == total
-                assert requester.pending == 0
-                assert requester.stats.replied == total
-                assert requester.stats.foreign == 0
+            started = time.perf_counter()
+            await asyncio.gather(*(caller(i) for i in range(callers)))
+            elapsed = time.perf_counter() - started
+            assert len(latencies) == total
+            assert requester.pending == 0
+            assert requester.stats.replied == total
+            assert requester.stats.foreign == 0
         latencies.sort()
         report(
             capsys,
@@ -147,27 +153,34 @@ async def test_without_a_responder_every_request_times_out_and_leaves_nothing(
 async def _answer(broker: polybus.Broker, request: polybus.Delivery, body: object, **headers: str) -> None:
     correlation = request.headers[CORRELATION_HEADER]
     await broker.reply(
-        request.headers[REPLY_TO_HEADER], Message.of(body, headers={CORRELATION_HEADER: correlation, **headers})
+        request.headers[REPLY_TO_HEADER],
+        Message.of(body, headers={CORRELATION_HEADER: correlation, **headers}),
     )
 
 
 async def test_an_error_reply_raises_remote_error(service_url: str) -> None:
     topic = unique_name("failing")
     try:
-        async with polybus.connect(service_url) as broker:
-            async with broker.topic(topic).consumer("g") as consumer, Requester(broker) as requester:
-                asked = asyncio.create_task(requester.request(topic, {"n": 1}, timeout=30))
-                request = await consumer.receive(timeout=30)
-                assert request is not None
-                await _answer(
-                    broker, request, b"", **{ERROR_TYPE_HEADER: "pricing.NoQuote", ERROR_HEADER: "no price for x"}
-                )
-                await request.ack()
-                with pytest.raises(RemoteError) as caught:
-                    await asked
-                assert caught.value.type == "pricing.NoQuote"
-                assert caught.value.message == "no price for x"
-                assert isinstance(caught.value, polybus.PolybusError)
+        async with (
+            polybus.connect(service_url) as broker,
+            broker.topic(topic).consumer("g") as consumer,
+            Requester(broker) as requester,
+        ):
+            asked = asyncio.create_task(requester.request(topic, {"n": 1}, timeout=30))
+            request = await consumer.receive(timeout=30)
+            assert request is not None
+            await _answer(
+                broker,
+                request,
+                b"",
+                **{ERROR_TYPE_HEADER: "pricing.NoQuote", ERROR_HEADER: "no price for x"},
+            )
+            await request.ack()
+            with pytest.raises(RemoteError) as caught:
+                await asked
+            assert caught.value.type == "pricing.NoQuote"
+            assert caught.value.message == "no price for x"
+            assert isinstance(caught.value, polybus.PolybusError)
     finally:
         await delete_topic(service_url, topic)
 
@@ -175,32 +188,35 @@ async def test_an_error_reply_raises_remote_error(service_url: str) -> None:
 async def test_late_duplicate_and_foreign_replies_are_dropped_and_counted(service_url: str) -> None:
     topic = unique_name("late")
     try:
-        async with polybus.connect(service_url) as broker:
-            async with broker.topic(topic).consumer("g") as consumer, Requester(broker) as requester:
-                with pytest.raises(polybus.OperationTimeout):
-                    await requester.request(topic, {"n": "late"}, timeout=0.5)
-                late = await consumer.receive(timeout=30)
-                assert late is not None
-                await _answer(broker, late, {"n": "late"})  # its request gave up already
-                await late.ack()
+        async with (
+            polybus.connect(service_url) as broker,
+            broker.topic(topic).consumer("g") as consumer,
+            Requester(broker) as requester,
+        ):
+            with pytest.raises(polybus.OperationTimeout):
+                await requester.request(topic, {"n": "late"}, timeout=0.5)
+            late = await consumer.receive(timeout=30)
+            assert late is not None
+            await _answer(broker, late, {"n": "late"})  # its request gave up already
+            await late.ack()
 
-                asked = asyncio.create_task(requester.request(topic, {"n": "ok"}, timeout=30))
-                request = await consumer.receive(timeout=30)
-                assert request is not None
-                foreign = {**request.headers, CORRELATION_HEADER: "someone-else-1"}
-                await broker.reply(request.headers[REPLY_TO_HEADER], Message.of({"n": "foreign"}, headers={
-                    CORRELATION_HEADER: foreign[CORRELATION_HEADER]}))  # fmt: skip
-                await _answer(broker, request, {"n": "ok"})
-                await _answer(broker, request, {"n": "ok"})  # a duplicate (the two may arrive in any order)
-                await request.ack()
-                reply = await asked
-                assert reply.json() == {"n": "ok"}
-                deadline = time.monotonic() + 30
-                while requester.stats.dropped < 3 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                stats = requester.stats
-                assert (stats.late, stats.duplicate, stats.foreign) == (1, 1, 1), stats
-                assert requester.dropped == 3
+            asked = asyncio.create_task(requester.request(topic, {"n": "ok"}, timeout=30))
+            request = await consumer.receive(timeout=30)
+            assert request is not None
+            foreign = {**request.headers, CORRELATION_HEADER: "someone-else-1"}
+            stray = Message.of({"n": "foreign"}, headers={CORRELATION_HEADER: foreign[CORRELATION_HEADER]})
+            await broker.reply(request.headers[REPLY_TO_HEADER], stray)
+            await _answer(broker, request, {"n": "ok"})
+            await _answer(broker, request, {"n": "ok"})  # a duplicate (the two may arrive in any order)
+            await request.ack()
+            reply = await asked
+            assert reply.json() == {"n": "ok"}
+            deadline = time.monotonic() + 30
+            while requester.stats.dropped < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # polling the requester's counters
+            stats = requester.stats
+            assert (stats.late, stats.duplicate, stats.foreign) == (1, 1, 1), stats
+            assert requester.dropped == 3
     finally:
         await delete_topic(service_url, topic)
 

@@ -112,7 +112,9 @@ class Broker(AsyncResource):
         exists, and a send that finds it deleted drops the reply.
         """
         if not address.startswith(INBOX_PREFIX):
-            raise ConfigurationError(f"{address!r} is not an inbox address (they start with {INBOX_PREFIX!r})")
+            raise ConfigurationError(
+                f"{address!r} is not an inbox address (they start with {INBOX_PREFIX!r})"
+            )
         producers = self._reply_producers
         producer = producers.pop(address, None)
         if producer is None:

@@ -9,10 +9,11 @@ in small hooks. docs/writing-an-adapter.md walks through a whole minimal adapter
 What is here:
 
 - base classes and hooks: :class:`Broker` (``scheme``, ``capabilities``, ``display_url``,
-  ``_open``, ``_aclose``, ``_topic``; a native reply path: ``_inbox``, ``_reply``), :class:`PushInbox` (a native inbox:
-  ``_open`` subscribes to the broker's reply path and calls ``push()`` per reply; ``_aclose``;
-  optional ``_request``), :class:`Inbox`, :class:`Topic` (``_ensure``, ``_delete``, ``_stats``,
-  ``_producer``, ``_consumer``, ``consumer_options``, ``producer_options``), :class:`Producer`
+  ``_open``, ``_aclose``, ``_topic``; a native reply path: ``_inbox``, ``_reply``),
+  :class:`PushInbox` (a native inbox: ``_open`` subscribes to the broker's reply path and
+  calls ``push()`` per reply; ``_aclose``; optional ``_request``), :class:`Inbox`,
+  :class:`Topic` (``_ensure``, ``_delete``, ``_stats``, ``_producer``, ``_consumer``,
+  ``consumer_options``, ``producer_options``), :class:`Producer`
   (``_publish``, optional ``_publish_bodies``), :class:`Consumer` (``_open``, ``_fetch``,
   ``_settle_native``, ``_release``, ``_interrupt``, optional ``_ack_batch``; for adapters:
   ``held()``, ``_take_acks()``, ``_flush_acks()``, ``_drop_buffered()``);

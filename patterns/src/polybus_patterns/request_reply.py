@@ -206,7 +206,9 @@ class Requester:
                 stats.late += 1
             else:
                 stats.foreign += 1
-                log.debug("%r dropped a reply with correlation id %r: not one of its requests", self, correlation)
+                log.debug(
+                    "%r dropped a reply with correlation id %r: not one of its requests", self, correlation
+                )
 
     async def aclose(self) -> None:
         """Stop reading replies and close the inbox; requests still waiting raise ClosedError. Idempotent."""

@@ -82,7 +82,9 @@ class RabbitInbox(PushInbox):
         incoming = Incoming(
             message.header.properties, message.body, routing_key=frame.routing_key, redelivered=False
         )
-        self.push(message.body, incoming.headers, id=incoming.id, key=incoming.key, timestamp=incoming.timestamp)
+        self.push(
+            message.body, incoming.headers, id=incoming.id, key=incoming.key, timestamp=incoming.timestamp
+        )
 
     async def _request(self, topic: str, message: Message) -> str:
         broker = self.broker

@@ -3,9 +3,10 @@
 Outgoing: ``message_id`` = the polybus id, ``timestamp`` = send time (whole seconds, AMQP's unit)
 plus the exact time in milliseconds in header ``polybus-ts``, ``content_type`` = the ``content-type``
 header, ``delivery_mode`` = 2 (persistent), ``routing_key`` = the key, user headers as AMQP string
-headers (a request's reply address in the ``reply_to`` property: the ``polybus-reply-to`` header of
-the delivery when it is a direct reply-to address), plus ``polybus-key`` (when a key is set) and ``polybus-attempt`` (on copies polybus re-sends
-for ``nack``). Incoming messages from any AMQP producer are mapped back; what they lack is filled in.
+headers, plus ``polybus-key`` (when a key is set) and ``polybus-attempt`` (on copies polybus re-sends
+for ``nack``). A request's reply address travels in the ``reply_to`` property; on receipt a direct
+reply-to address there becomes the delivery's ``polybus-reply-to`` header. Incoming messages from
+any AMQP producer are mapped back; what they lack is filled in.
 Imports pamqp and ``polybus.adapter`` only.
 """
 

@@ -89,7 +89,9 @@ class RedisBroker(Broker):
         """The core's emulated reply (the inbox is a stream), sent with ``XADD NOMKSTREAM``: a reply
         to a closed inbox is dropped by Redis instead of bringing the inbox's stream back."""
         if not address.startswith(INBOX_PREFIX):
-            raise ConfigurationError(f"{address!r} is not an inbox address (they start with {INBOX_PREFIX!r})")
+            raise ConfigurationError(
+                f"{address!r} is not an inbox address (they start with {INBOX_PREFIX!r})"
+            )
         check_name(address, "inbox")
         command = xadd_command(self.stream_key(address), message, existing_only=True)
         (stored,) = await self.execute([command], what=f"reply to {address!r}")

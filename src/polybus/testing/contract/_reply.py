@@ -30,10 +30,15 @@ async def _inbox_topic_exists(broker: polybus.Broker, address: str) -> bool:
 class ReplyCases:
     """Mixin of :class:`~polybus.testing.contract.BrokerContract`."""
 
-    async def test_a_requests_reply_reaches_its_inbox_settled(self, polybus_url: str, cfg: ContractConfig) -> None:
+    async def test_a_requests_reply_reaches_its_inbox_settled(
+        self, polybus_url: str, cfg: ContractConfig
+    ) -> None:
         async with polybus.connect(polybus_url) as broker, polybus.connect(polybus_url) as responder:
             topic = _scratch(broker, "requests")
-            async with responder.topic(topic.name).consumer("responders") as consumer, broker.inbox() as inbox:
+            async with (
+                responder.topic(topic.name).consumer("responders") as consumer,
+                broker.inbox() as inbox,
+            ):
                 sent = Message.of({"q": 1}, headers={CORRELATION_HEADER: "c-1"}, key="k")
                 request_id = await inbox.request(topic.name, sent)
                 request = await one(consumer, cfg.receive_timeout)
@@ -51,7 +56,9 @@ class ReplyCases:
                     await reply.ack()
                 assert await inbox.receive(timeout=0.2) is None
 
-    async def test_two_inboxes_never_see_each_others_replies(self, polybus_url: str, cfg: ContractConfig) -> None:
+    async def test_two_inboxes_never_see_each_others_replies(
+        self, polybus_url: str, cfg: ContractConfig
+    ) -> None:
         async with polybus.connect(polybus_url) as broker, polybus.connect(polybus_url) as other:
             topic = _scratch(broker, "requests")
             async with (
@@ -95,13 +102,17 @@ class ReplyCases:
                 with pytest.raises(polybus.ClosedError):
                     await inbox.receive(timeout=0.1)
                 if emulated:  # the broker can tell: the inbox's topic is gone
-                    assert not await _inbox_topic_exists(broker, inbox.address), "the inbox outlived its close"
+                    assert not await _inbox_topic_exists(broker, inbox.address), (
+                        "the inbox outlived its close"
+                    )
                 await _answer(responder, request, b"late")  # no error for the responder
                 async with polybus.connect(polybus_url) as fresh:  # nor for one that never replied there
                     await _answer(fresh, request, b"later")
                 await asyncio.sleep(0.2)
                 if emulated:
-                    assert not await _inbox_topic_exists(broker, inbox.address), "a late reply re-created the inbox"
+                    assert not await _inbox_topic_exists(broker, inbox.address), (
+                        "a late reply re-created the inbox"
+                    )
 
     async def test_a_reply_to_an_address_that_is_no_inbox_is_refused(self, polybus_url: str) -> None:
         async with polybus.connect(polybus_url) as broker:
