@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from driver_polybus import PolybusDriver
 from measure import percentile
+from polybus_patterns import Requester
 
 import polybus
-from polybus_patterns import Requester
 
 BROKERS = ("memory", "redis", "rabbitmq", "nats", "kafka", "sqs")
 DEFAULT_REQUESTS = {"sqs": 50}
@@ -144,7 +144,9 @@ def main() -> int:
         "--responder", choices=["app", "loop"], default="app", help="App handler, or a receive/reply loop"
     )
     args = parser.parse_args()
-    print("| broker | n | one-way p50 ms | one-way p99 ms | request-reply p50 ms | request-reply p99 ms | p50 ratio |")
+    print(
+        "| broker | n | one-way p50 ms | one-way p99 ms | request-reply p50 ms | request-reply p99 ms | p50 ratio |"
+    )
     print("|---|---|---|---|---|---|---|")
     for kind in args.broker or BROKERS:
         count = args.requests or DEFAULT_REQUESTS.get(kind, 200)
