@@ -145,7 +145,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     print(
-        "| broker | n | one-way p50 ms | one-way p99 ms | request-reply p50 ms | request-reply p99 ms | p50 ratio |"
+        "| broker | n | one-way p50 ms | one-way p99 ms | request-reply p50 ms | request-reply p99 ms "
+        "| p50 ratio |"
     )
     print("|---|---|---|---|---|---|---|")
     for kind in args.broker or BROKERS:
