@@ -168,7 +168,9 @@ class App:
                         f"override {key!r} of subscription {sub_name!r} is unknown: "
                         f"use {', '.join(OVERRIDABLE)}"
                     )
-            checked[sub_name] = {k: _check_count(v, f"{sub_name}.{k}") for k, v in values.items()}
+            checked[sub_name] = {  # None: not overridden (what a settings model with optional fields gives)
+                k: _check_count(v, f"{sub_name}.{k}") for k, v in values.items() if v is not None
+            }
         return dict(topics or {}), checked
 
     async def start(
