@@ -156,3 +156,54 @@ async def test_ordered_by_key_runs_each_key_alone_and_in_send_order(
         assert seen[f"key-{k}"] == list(range(per_key)), f"key-{k} ran out of send order"
     assert peak > 1, "keys never ran in parallel"
     print(f"[{keys}x{per_key} ordered: {took:.1f}s, peak {peak} handlers]", end=" ")
+
+
+class QuoteRequest(pydantic.BaseModel):
+    item: str
+    quantity: int
+
+
+class Quote(pydantic.BaseModel):
+    item: str
+    price: float
+
+
+class OutOfStock(Exception):
+    pass
+
+
+async def test_an_app_handler_answers_requests_with_its_return_value(
+    service_url: str, scaled: Callable[[int], int]
+) -> None:
+    from polybus_patterns import RemoteError, Requester
+
+    quotes = unique_name("quotes")
+    app = polybus.App()
+
+    @app.subscribe(quotes, group="pricing", concurrency=4)
+    async def quote(req: QuoteRequest) -> Quote:  # no publish_to: the return value is the reply
+        if req.item == "unobtainium":
+            raise OutOfStock(f"no {req.item} left")
+        return Quote(item=req.item, price=req.quantity * 1.5)
+
+    count = scaled(50)
+    async with polybus.connect(service_url) as broker:
+        stop, running = await _run_app(app, broker)
+        async with Requester(broker) as requester:
+
+            async def ask(n: int) -> Quote:
+                reply = await requester.request(quotes, QuoteRequest(item=f"i{n}", quantity=n), timeout=10)
+                return reply.decode(Quote)
+
+            answers = await asyncio.gather(*(ask(n) for n in range(count)))
+            with pytest.raises(RemoteError) as failed:
+                await requester.request(quotes, QuoteRequest(item="unobtainium", quantity=1), timeout=10)
+            with pytest.raises(RemoteError) as malformed:
+                await requester.request(quotes, {"item": "x"}, timeout=10)
+        stop.set()
+        await running
+    assert answers == [Quote(item=f"i{n}", price=n * 1.5) for n in range(count)]
+    assert failed.value.type == f"{__name__}.OutOfStock"
+    assert failed.value.message == "no unobtainium left"
+    assert malformed.value.type == "polybus.DecodeError"
+    assert "quantity: Field required" in malformed.value.message
