@@ -274,7 +274,9 @@ async def test_ten_thousand_timed_out_requests_leave_no_growth() -> None:
                 await asyncio.gather(*(time_out(n) for n in range(start, min(count, start + 500))))
 
         tracemalloc.start()
-        await wave(5000)  # warm up: caches and the bounded memory of finished ids fill
+        # warm up: caches fill, and so does the bounded memory of finished ids (4,096), past the resize
+        # of its table that churn brings (~5,500 ids in): a step of ~165 KB, once, that is no growth
+        await wave(8000)
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
         await wave(10_000)
@@ -282,5 +284,5 @@ async def test_ten_thousand_timed_out_requests_leave_no_growth() -> None:
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         assert requester.pending == 0
-        assert requester.stats.timed_out == 15_000
-        assert after - before < 200_000, f"grew by {after - before} bytes over 10,000 timeouts"
+        assert requester.stats.timed_out == 18_000
+        assert after - before < 100_000, f"grew by {after - before} bytes over 10,000 timeouts"
