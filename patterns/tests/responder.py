@@ -1,49 +1,68 @@
-"""A hand-written responder for the request-reply tests: echoes ``{"n": ..., "by": <pid>}`` to every
-request of ``topic`` in ``group``. Run in-process (:func:`serve`) or as a process of its own:
-``python responder.py URL TOPIC GROUP`` prints ``ready`` once its group is joined and serves until
-its stdin closes."""
+"""The responder of the request-reply tests: a ``polybus.App`` in the pinned shape, whose handler's
+return value is the reply. ``quote`` prices a :class:`QuoteRequest` (the price names the process
+that answered) and raises :class:`NoQuote` for the item ``"unobtainium"``.
+
+Run in-process (``app.start`` / ``app.run`` with ``topics={"quotes": <physical name>}``) or as a
+process of its own: ``python responder.py URL TOPIC [CONCURRENCY]`` maps ``quotes`` to ``TOPIC``,
+prints ``ready`` once its group is joined, serves until its stdin closes, then prints how many
+requests it answered.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+
+import pydantic
 
 import polybus
-from polybus import CORRELATION_HEADER, REPLY_TO_HEADER, Message
+
+UNOBTAINABLE = "unobtainium"
 
 
-async def serve(url: str, topic: str, group: str, ready: Callable[[], None], stop: asyncio.Event) -> int:
-    """Answer requests until ``stop`` is set; returns how many it answered."""
-    answered = 0
-    async with polybus.connect(url) as broker, broker.topic(topic).consumer(group, prefetch=32) as consumer:
-        ready()
-        while not stop.is_set():
-            request = await consumer.receive(timeout=0.2)
-            if request is None:
-                continue
-            body = request.json()
-            headers = {CORRELATION_HEADER: request.headers.get(CORRELATION_HEADER, "")}
-            await broker.reply(
-                request.headers[REPLY_TO_HEADER], Message.of({**body, "by": os.getpid()}, headers=headers)
-            )
-            await request.ack()
-            answered += 1
-    return answered
+class QuoteRequest(pydantic.BaseModel):
+    item: str
+    quantity: int
 
 
-async def _main(url: str, topic: str, group: str) -> None:
+class Quote(pydantic.BaseModel):
+    item: str
+    quantity: int
+    total: float
+    by: int
+    """The process id of the responder that answered."""
+
+
+class NoQuote(Exception):
+    """Raised for an item with no price."""
+
+
+app = polybus.App()
+answered = 0
+
+
+@app.subscribe("quotes", group="pricing")
+async def quote(req: QuoteRequest) -> Quote:
+    global answered
+    if req.item == UNOBTAINABLE:
+        raise NoQuote(f"no price for {req.item}")
+    answered += 1
+    return Quote(item=req.item, quantity=req.quantity, total=req.quantity * 2.5, by=os.getpid())
+
+
+async def _main(url: str, topic: str, concurrency: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(1) else None)
-
-    def ready() -> None:
+    topics = {"quotes": topic}
+    overrides = {"quote": {"concurrency": concurrency}}
+    async with polybus.connect(url) as broker:
+        consumers = await app.start(broker, topics=topics, overrides=overrides)
         print("ready", flush=True)
-
-    answered = await serve(url, topic, group, ready, stop)
+        await app.run(broker, stop=stop, consumers=consumers, grace_period=10)
     print(f"answered {answered}", flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(*sys.argv[1:4]))
+    asyncio.run(_main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1))
