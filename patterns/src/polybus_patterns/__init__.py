@@ -1,8 +1,11 @@
 """polybus-patterns: integration patterns written once on the polybus core interface.
 
 Depends on ``polybus`` only, never on an adapter, so every pattern works on every broker.
-The patterns themselves (retry, dead letter, idempotency, competing consumers, fan-out,
-request-reply) arrive with their own issue; this package holds their place in the workspace.
+
+- request-reply: :class:`Requester` (send a request, await its reply), :class:`RemoteError`
+  (the responder's handler raised), :class:`RequesterStats`.
 """
 
-__all__: list[str] = []
+from polybus_patterns.request_reply import RemoteError, Requester, RequesterStats
+
+__all__ = ["RemoteError", "Requester", "RequesterStats"]
