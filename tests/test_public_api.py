@@ -35,6 +35,7 @@ EXPECTED = {
     "Producer",
     "PublishError",
     "ReconnectPolicy",
+    "ServiceSettings",
     "Support",
     "Topic",
     "TopicStats",
