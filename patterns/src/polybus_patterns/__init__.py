@@ -1,8 +1,11 @@
 """polybus-patterns: integration patterns written once on the polybus core interface.
 
 Depends on ``polybus`` only, never on an adapter, so every pattern works on every broker.
-The patterns themselves (retry, dead letter, idempotency, competing consumers, fan-out,
-request-reply) arrive with their own issue; this package holds their place in the workspace.
+
+- fan-out (:mod:`polybus_patterns.fan_out`): :func:`declare` a topology before traffic,
+  :class:`RecipientList` / :func:`send_to_all` to send one message to several topics.
 """
 
-__all__: list[str] = []
+from polybus_patterns.fan_out import RecipientList, RecipientListError, declare, send_to_all
+
+__all__ = ["RecipientList", "RecipientListError", "declare", "send_to_all"]
