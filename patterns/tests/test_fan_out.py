@@ -69,6 +69,7 @@ async def test_an_apps_groups_are_declared_before_it_runs(
             if all(len(counts) == n for counts in seen.values()):
                 done.set()
 
+        handle.__name__ = f"count_{group}"  # a subscription's name, unique in the App
         return handle
 
     for group in seen:

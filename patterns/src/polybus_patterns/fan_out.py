@@ -44,10 +44,12 @@ async def declare(
     changes nothing. A subscription without a group is a listener and has nothing to declare.
     """
     if isinstance(topology, polybus.App):
-        # App.start declares the whole topology; keyword-less when there is no mapping to pass
+        # App.start declares the whole topology; a run told to stop before it begins handles
+        # nothing and closes what start opened (consumers and producers). The groups stay.
         consumers = await (topology.start(broker, topics=topics) if topics else topology.start(broker))
-        for consumer in consumers:
-            await consumer.aclose()  # the groups stay: a group outlives its last member
+        stopped = asyncio.Event()
+        stopped.set()
+        await topology.run(broker, stop=stopped, consumers=consumers)
         return
     names = dict(topics or {})
     plan: dict[str, dict[str, None]] = {}  # physical topic -> its groups, in order, once each
