@@ -1,8 +1,9 @@
 """Two groups each get every message (fan-out); two consumers in one group share them (competing).
 
-Run on any broker: POLYBUS_URL=nats://localhost:4222 python examples/02_...py
+Run on any broker: POLYBUS_URL=nats://localhost:4222 python examples/02_...py (or --url URL)
 """
 
+import argparse
 import asyncio
 import collections
 import os
@@ -31,9 +32,11 @@ async def main(url: str) -> None:
         await asyncio.gather(
             drain(audit, seen, "audit"), *(drain(w, seen, f"worker-{i}") for i, w in enumerate(workers))
         )
-        print(dict(seen))
         assert seen["audit"] == N and seen["worker-0"] + seen["worker-1"] >= N
+        print("OK", dict(seen))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(os.environ.get("POLYBUS_URL", "memory://")))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"), help="broker URL")
+    asyncio.run(main(parser.parse_args().url))
