@@ -57,6 +57,10 @@ class Capabilities:
     """Largest encoded body plus headers, in bytes, or ``None`` when unbounded."""
     dedup_window: float | None = None
     """Seconds during which re-sent ids are dropped, where ``dedup`` is supported."""
+    key_affinity: Support = Support.UNSUPPORTED
+    """The broker hands the messages of one key to one consumer of a group at a time (Kafka: a
+    partition has one owner; SQS FIFO: a message group is locked while a message of it is in flight),
+    so per-key order holds across competing consumers, not only within one."""
     request_reply: Support = Support.EMULATED
     """Replies reach a requester's inbox by the broker's own reply path (``native``) or through a
     topic per inbox that the core creates and deletes (``emulated``, the default for every adapter).

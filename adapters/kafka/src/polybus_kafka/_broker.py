@@ -70,6 +70,7 @@ class KafkaBroker(Broker):
             competing_consumers=Support.NATIVE,
             fan_out=Support.NATIVE,
             ordering_per_key=Support.NATIVE,
+            key_affinity=Support.NATIVE,  # a key's partition has one owner in the group at a time
             delayed_nack=Support.EMULATED,
             delivery_count=Support.EMULATED,
             dead_letter=Support.UNSUPPORTED,

@@ -50,6 +50,7 @@ class SqsBroker(Broker):
             competing_consumers=Support.NATIVE,
             fan_out=Support.NATIVE,
             ordering_per_key=fifo,
+            key_affinity=fifo,  # FIFO: a message group is locked while one of its messages is in flight
             delayed_nack=Support.NATIVE,
             delivery_count=Support.NATIVE,
             dead_letter=Support.NATIVE if s.dead_letter_after is not None else Support.UNSUPPORTED,

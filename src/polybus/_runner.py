@@ -1,0 +1,233 @@
+"""Handlers, middleware and :func:`run_consumer`, which feeds a consumer's deliveries to a handler.
+
+A handler is ``async (delivery) -> None``; raising means it failed. A middleware takes a handler
+and returns a handler; :func:`compose` stacks them in one visible loop, first = outermost.
+:func:`run_consumer` settles each delivery *after* the handler finished: ack on success,
+``nack(retry_delay)`` on an exception, ``reject`` on a :class:`~polybus.DecodeError` (the payload
+will never decode), unless the handler settled it itself. A request (a delivery with a reply
+address) whose handler failed gets an error reply instead of a redelivery. A failing handler never
+stops the worker.
+
+Two ways of running: ``concurrency`` workers that each receive and handle in turn (the lean
+default), or, with ``ordered_by_key``, one receiving loop that hands each key's deliveries, one at a
+time and in the order received, to a task per busy key (different keys in parallel, at most
+``concurrency`` handlers at once). Either way the consumer's ``prefetch`` bounds what is held.
+Imports core modules only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from polybus._delivery import Delivery
+from polybus._errors import DecodeError, PolybusError
+from polybus._message import Message
+from polybus._reply import CORRELATION_HEADER, ERROR_HEADER, ERROR_TYPE_HEADER, REPLY_TO_HEADER
+
+if TYPE_CHECKING:
+    from polybus._consumer import Consumer
+
+__all__ = ["Handler", "Middleware", "compose", "error_reply", "run_consumer"]
+
+log = logging.getLogger("polybus")
+
+Handler = Callable[[Delivery], Awaitable[None]]
+"""``async (delivery) -> None``; raising means the delivery failed."""
+Middleware = Callable[[Handler], Handler]
+"""Takes a handler, returns a handler that wraps it."""
+
+ERROR_TEXT_LIMIT = 1000
+"""Characters of an exception's message an error reply carries."""
+RECEIVE_POLL = 0.25
+"""Longest a runner waits in ``receive`` before it looks at ``stop`` again."""
+
+
+def compose(handler: Handler, middlewares: Sequence[Middleware] = ()) -> Handler:
+    """Wrap ``handler`` in ``middlewares``; the first one listed is the outermost."""
+    for middleware in reversed(middlewares):
+        handler = middleware(handler)
+    return handler
+
+
+def error_reply(delivery: Delivery, exc: BaseException) -> Message:
+    """The reply that tells a requester its request failed: an empty body, the exception's qualified
+    type name (``polybus.DecodeError`` for polybus's own errors) and its message (bounded), and the
+    request's correlation id."""
+    kind = type(exc)
+    module = kind.__module__
+    if module.startswith("polybus._"):  # polybus's own errors go by their public name
+        module = "polybus"
+    headers = {
+        ERROR_TYPE_HEADER: f"{module}.{kind.__qualname__}",
+        ERROR_HEADER: str(exc)[:ERROR_TEXT_LIMIT],
+    }
+    correlation = delivery.headers.get(CORRELATION_HEADER)
+    if correlation is not None:
+        headers[CORRELATION_HEADER] = correlation
+    return Message(b"", headers, delivery.key)
+
+
+async def _send_error_reply(delivery: Delivery, address: str, exc: BaseException) -> bool:
+    try:
+        await delivery._consumer.topic.broker.reply(address, error_reply(delivery, exc))
+    except PolybusError as send_error:
+        log.warning("could not send the error reply for %r: %s", delivery, send_error)
+        return False
+    return True
+
+
+async def _failed(delivery: Delivery, exc: Exception, retry_delay: float | None) -> None:
+    """Settle a delivery whose handler raised ``exc`` (unless the handler settled it)."""
+    address = delivery.headers.get(REPLY_TO_HEADER)
+    if isinstance(exc, DecodeError):
+        log.error("rejecting %r: its payload cannot be decoded: %s", delivery, exc)
+        if address is not None:
+            await _send_error_reply(delivery, address, exc)
+        if delivery.outcome is None:
+            await delivery.reject()
+    elif address is None:
+        log.error("handler failed for %r; redelivering in %ss", delivery, retry_delay, exc_info=exc)
+        if delivery.outcome is None:
+            await delivery.nack(retry_delay)
+    else:
+        log.error("handler failed for request %r; sending an error reply", delivery, exc_info=exc)
+        sent = await _send_error_reply(delivery, address, exc)
+        if delivery.outcome is None:
+            await (delivery.ack() if sent else delivery.nack(retry_delay))
+
+
+async def _handle(delivery: Delivery, handler: Handler, retry_delay: float | None) -> None:
+    """Run ``handler`` on ``delivery`` and settle it; a settlement that fails is logged (the broker
+    redelivers what was not settled). The worker of :func:`run_consumer` inlines the same steps."""
+    try:
+        try:
+            await handler(delivery)
+        except Exception as exc:
+            await _failed(delivery, exc, retry_delay)
+            return
+        if delivery.outcome is None:
+            await delivery.ack()
+    except PolybusError as exc:
+        log.warning("could not settle %r: %s", delivery, exc)
+
+
+async def run_consumer(
+    consumer: Consumer,
+    handler: Handler,
+    *,
+    concurrency: int = 1,
+    retry_delay: float | None = 1.0,
+    stop: asyncio.Event | None = None,
+    ordered_by_key: bool = False,
+) -> None:
+    """Receive from ``consumer`` and run ``handler`` on each delivery until ``stop`` is set.
+
+    ``concurrency`` handlers run at once. With ``ordered_by_key``, deliveries with the same key are
+    handled one at a time in the order received (different keys in parallel, unkeyed ones freely).
+    Returns when ``stop`` is set and the handlers under way finished, or when the consumer is closed;
+    a delivery received as ``stop`` was set, or queued behind its key, is left unsettled (it goes
+    back to the group when the consumer closes). Cancel it to stop at once.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    stop = stop or asyncio.Event()
+    if ordered_by_key:
+        await _run_ordered(consumer, handler, concurrency, retry_delay, stop)
+        return
+
+    def running() -> bool:
+        return not stop.is_set() and not consumer.closed
+
+    stopped = stop.is_set
+
+    async def worker() -> None:  # the hot path: no layer more than needed
+        receive, buffered = consumer.receive, consumer._receive_buffered
+        while not stopped() and not consumer._closed:
+            delivery = buffered()
+            if delivery is None:
+                try:
+                    delivery = await receive(RECEIVE_POLL)
+                except PolybusError as exc:
+                    if running():
+                        log.warning("receive from %r failed: %s; retrying", consumer, exc)
+                        await asyncio.sleep(0.5)
+                    continue
+            if delivery is None or stopped():
+                continue  # received as the stop came: left unsettled, handed back on close
+            try:  # _handle, inlined: one coroutine less per message
+                try:
+                    await handler(delivery)
+                except Exception as exc:
+                    await _failed(delivery, exc, retry_delay)
+                    continue
+                if delivery.outcome is None:
+                    await delivery.ack()
+            except PolybusError as exc:  # settling failed: the broker will redeliver it
+                log.warning("could not settle %r: %s", delivery, exc)
+
+    async with asyncio.TaskGroup() as tasks:
+        for _ in range(concurrency):
+            tasks.create_task(worker())
+
+
+async def _receive(consumer: Consumer, running: Callable[[], bool]) -> Delivery | None:
+    try:
+        return await consumer.receive(timeout=RECEIVE_POLL)
+    except PolybusError as exc:
+        if running():
+            log.warning("receive from %r failed: %s; retrying", consumer, exc)
+            await asyncio.sleep(0.5)
+        return None
+
+
+async def _run_ordered(
+    consumer: Consumer, handler: Handler, concurrency: int, retry_delay: float | None, stop: asyncio.Event
+) -> None:
+    slots = asyncio.Semaphore(concurrency)  # one per handler running (a busy key holds one)
+    busy: dict[str, collections.deque[Delivery]] = {}  # key -> deliveries waiting behind the running one
+
+    def running() -> bool:
+        return not stop.is_set() and not consumer.closed
+
+    async def run_key(key: str, delivery: Delivery) -> None:
+        try:
+            while True:
+                await _handle(delivery, handler, retry_delay)
+                waiting = busy[key]
+                if not waiting or stop.is_set():
+                    return  # anything still waiting stays unsettled: handed back on close
+                delivery = waiting.popleft()
+        finally:
+            del busy[key]  # no await since the last check: nothing can have queued behind it meanwhile
+            slots.release()
+
+    async def run_one(delivery: Delivery) -> None:
+        try:
+            await _handle(delivery, handler, retry_delay)
+        finally:
+            slots.release()
+
+    async with asyncio.TaskGroup() as tasks:
+        while running():
+            delivery = await _receive(consumer, running)
+            if delivery is None or stop.is_set():
+                continue
+            key = delivery.key
+            if key is not None:
+                waiting = busy.get(key)
+                if waiting is not None:
+                    waiting.append(delivery)  # bounded: it is held unsettled, within prefetch
+                    continue
+            await slots.acquire()
+            if stop.is_set():
+                slots.release()
+                break
+            if key is None:
+                tasks.create_task(run_one(delivery))
+            else:
+                busy[key] = collections.deque()
+                tasks.create_task(run_key(key, delivery))
