@@ -24,8 +24,7 @@ async def main(url: str) -> None:
         topic = broker.topic("events")
         audit = topic.consumer("audit")
         workers = [topic.consumer("work", prefetch=1) for _ in range(2)]
-        for consumer in (audit, *workers):
-            await consumer.open()  # join the groups before sending
+        await asyncio.gather(*(c.open() for c in (audit, *workers)))  # join the groups before sending
         async with topic.producer() as producer:
             await producer.send_many([{"n": i} for i in range(N)])
         seen: collections.Counter[str] = collections.Counter()
