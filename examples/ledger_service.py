@@ -28,8 +28,10 @@ class Applied(BaseModel):
 app = polybus.App()
 
 
-@app.subscribe("ledger", group="posting", concurrency=16, ordered_by_key=True, publish_to="ledger-applied")
+@app.subscribe(
+    "ledger", group="posting", concurrency=16, prefetch=20, ordered_by_key=True, publish_to="ledger-applied"
+)
 async def post(entry: Entry) -> Applied:
     # entries of one account (the message key) run one at a time, in order; accounts in parallel
-    await asyncio.sleep(random.uniform(0, 0.005))  # uneven work: order would break without the key
+    await asyncio.sleep(random.uniform(0.002, 0.02))  # uneven work: order would break without the key
     return Applied(account=entry.account, seq=entry.seq, pid=os.getpid())
