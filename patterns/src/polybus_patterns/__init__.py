@@ -4,8 +4,19 @@ Depends on ``polybus`` only, never on an adapter, so every pattern works on ever
 
 - request-reply: :class:`Requester` (send a request, await its reply), :class:`RemoteError`
   (the responder's handler raised), :class:`RequesterStats`.
+- fan-out: :func:`declare` a topology before traffic, :class:`RecipientList` /
+  :func:`send_to_all` to send one message to several topics (:class:`RecipientListError`).
 """
 
+from polybus_patterns.fan_out import RecipientList, RecipientListError, declare, send_to_all
 from polybus_patterns.request_reply import RemoteError, Requester, RequesterStats
 
-__all__ = ["RemoteError", "Requester", "RequesterStats"]
+__all__ = [
+    "RecipientList",
+    "RecipientListError",
+    "RemoteError",
+    "Requester",
+    "RequesterStats",
+    "declare",
+    "send_to_all",
+]
