@@ -1,0 +1,312 @@
+"""The idempotent consumer: :func:`idempotent`, the :class:`IdempotencyStore` protocol, :class:`MemoryStore`.
+
+A delivery is processed at most once per key (default: its message id) within ``ttl``, on every
+broker, by asking a store before the handler runs:
+
+- ``claim(key, lease)`` answers ``CLAIMED`` (go ahead: the claim is held for ``lease`` seconds),
+  ``DONE`` (already processed: ack without running) or ``BUSY`` (another consumer holds a live claim:
+  the delivery is nacked with a delay of about the lease remaining, so the copy comes back when the
+  holder has finished or died; it never waits in the handler slot).
+- ``complete(claim, ttl)`` records the key as processed for ``ttl`` seconds, only after the handler
+  succeeded. A crash between that and the ack redelivers a copy that is then skipped as done.
+- ``release(claim)`` drops a claim whose handler failed, so that the redelivery runs it again.
+
+A claim carries a token: only its holder completes or releases it. A holder that dies simply stops:
+its claim expires after the lease and the next copy takes it over. Keys are scoped to the delivery's
+topic and group (two groups of a topic each process a message once). Imports ``polybus`` only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import enum
+import functools
+import heapq
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+import polybus
+
+__all__ = [
+    "Claim",
+    "ClaimLostError",
+    "ClaimState",
+    "IdempotencyStore",
+    "IdempotencyStoreError",
+    "MemoryStore",
+    "current_claim",
+    "idempotent",
+]
+
+log = logging.getLogger("polybus.patterns")
+
+DEFAULT_TTL = 7 * 24 * 3600.0
+"""Seconds a processed key is remembered unless ``ttl=`` says otherwise: a week."""
+MIN_BUSY_DELAY = 0.1
+"""Shortest nack delay of a copy that found the key claimed: never a hot loop."""
+
+
+class ClaimState(enum.Enum):
+    """What :meth:`IdempotencyStore.claim` found."""
+
+    CLAIMED = "claimed"
+    """The caller holds the key now: run the handler, then ``complete`` or ``release``."""
+    DONE = "done"
+    """The key was processed (within its ttl): skip it."""
+    BUSY = "busy"
+    """Another holder's claim is live for ``retry_after`` more seconds: try again then."""
+
+
+@dataclasses.dataclass(slots=True)
+class Claim:
+    """The answer of :meth:`IdempotencyStore.claim`; a ``CLAIMED`` one is the caller's to settle."""
+
+    key: str
+    state: ClaimState
+    token: str | None = None
+    """Identifies the holder of a ``CLAIMED`` key: only it may ``complete`` or ``release``."""
+    retry_after: float = 0.0
+    """For ``BUSY``: seconds until the holder's lease runs out."""
+    completed: bool = False
+    """Set once the key was recorded as done (by ``complete`` or by an inbox transaction)."""
+
+
+class ClaimLostError(polybus.PolybusError):
+    """The claim's lease ran out and another consumer took the key over before this one finished.
+
+    Raised by an inbox transaction (which then rolls back); the middleware only logs it after a
+    handler that succeeded, since the work is done by then. A lease shorter than the handler's
+    longest run is the usual cause."""
+
+
+class IdempotencyStoreError(polybus.PolybusError):
+    """A store could not be reached, or refused an operation (the cause is chained, passwords scrubbed).
+
+    Raised from ``claim``: the handler does not run and the delivery is retried like any failure."""
+
+
+@runtime_checkable
+class IdempotencyStore(Protocol):
+    """Where processed keys and live claims are kept. Implementations enforce both expiries themselves.
+
+    Every method is safe to call from many consumers (and processes, for shared stores) at once.
+    """
+
+    async def claim(self, key: str, lease: float) -> Claim:
+        """Claim ``key`` for ``lease`` seconds unless it is done or claimed by a live holder.
+
+        An expired claim (its holder died or overran) is taken over with a new token."""
+        ...
+
+    async def complete(self, claim: Claim, ttl: float) -> bool:
+        """Record the claim's key as done for ``ttl`` seconds. False when the claim was lost: another
+        holder took the key over after the lease ran out (the key is left to that holder)."""
+        ...
+
+    async def release(self, claim: Claim) -> None:
+        """Drop the claim (if still held by this token) so the next copy runs the handler again."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and background tasks; idempotent."""
+        ...
+
+
+@dataclasses.dataclass(slots=True)
+class CurrentClaim:
+    """What :func:`idempotent` is doing for the handler running now (see :func:`current_claim`)."""
+
+    store: IdempotencyStore
+    claim: Claim
+    ttl: float
+
+
+_current: contextvars.ContextVar[CurrentClaim | None] = contextvars.ContextVar(
+    "polybus_patterns_idempotency_claim", default=None
+)
+
+
+def current_claim() -> CurrentClaim | None:
+    """The claim :func:`idempotent` holds for the handler running in this task, else ``None``.
+
+    Stores that can record the key together with the handler's own writes (the inbox form of
+    :class:`~polybus_patterns.PostgresStore`) find it here."""
+    return _current.get()
+
+
+def default_key(delivery: polybus.Delivery) -> str:
+    """The message id: what the default ``idempotent`` de-duplicates on."""
+    return delivery.id
+
+
+def idempotent(
+    store: IdempotencyStore,
+    *,
+    key: Callable[[polybus.Delivery], str | None] | None = None,
+    ttl: float = DEFAULT_TTL,
+    lease: float = 60.0,
+) -> polybus.Middleware:
+    """Middleware: run the handler at most once per key (default: the message id) within ``ttl`` seconds.
+
+    ``key(delivery)`` may name what makes two messages the same (an order number in a header);
+    returning ``None`` processes that delivery without de-duplication. Keys are scoped to the
+    delivery's topic and group. ``lease`` is how long a claim protects a running handler: make it
+    longer than the handler's longest run. A copy that arrives while another consumer holds the key
+    is nacked with a delay of about the lease remaining; a handler that raises (or nacks) releases
+    the claim so that the redelivery runs it. Put ``retry(...)`` outside ``idempotent(...)``.
+    """
+    if ttl <= 0:
+        raise polybus.ConfigurationError(f"ttl must be > 0 seconds, got {ttl!r}")
+    if lease <= 0:
+        raise polybus.ConfigurationError(f"lease must be > 0 seconds, got {lease!r}")
+    if not isinstance(store, IdempotencyStore):
+        raise polybus.ConfigurationError(f"{store!r} is not an IdempotencyStore")
+    key_of = key or default_key
+    claim_key, complete, release = store.claim, store.complete, store.release
+
+    def middleware(handler: polybus.Handler) -> polybus.Handler:
+        @functools.wraps(handler)
+        async def handle(delivery: polybus.Delivery) -> None:
+            name = key_of(delivery)
+            if name is None:
+                await handler(delivery)
+                return
+            claim = await claim_key(f"{delivery.topic}|{delivery.group or ''}|{name}", lease)
+            state = claim.state
+            if state is ClaimState.DONE:
+                return  # processed already: the runner acks it
+            if state is ClaimState.BUSY:
+                await delivery.nack(max(MIN_BUSY_DELAY, min(claim.retry_after, lease)))
+                return
+            token = _current.set(CurrentClaim(store, claim, ttl))
+            try:
+                await handler(delivery)
+            except BaseException:
+                await _release(release, claim)
+                raise
+            finally:
+                _current.reset(token)
+            if delivery.outcome is polybus.Outcome.NACK:  # the handler asked for a redelivery
+                await _release(release, claim)
+            elif not claim.completed and not await complete(claim, ttl):
+                log.warning(
+                    "the claim on %r ran out (lease %ss) and another consumer took it over before %r "
+                    "finished: the handler may have run twice; make the lease longer",
+                    claim.key,
+                    lease,
+                    delivery,
+                )
+
+        return handle
+
+    return middleware
+
+
+async def _release(release: Callable[[Claim], Awaitable[None]], claim: Claim) -> None:
+    """Release after a failure; a store error here is logged, not raised (the lease expires anyway)."""
+    try:
+        await release(claim)
+    except Exception as exc:
+        log.warning("could not release the claim on %r (it expires with its lease): %s", claim.key, exc)
+
+
+class _Tokens:
+    """Claim tokens unique across processes: 64 random bits, then a counter."""
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+        os.register_at_fork(after_in_child=self.__init__)  # type: ignore[misc]
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+new_token = _Tokens()
+
+
+class MemoryStore:
+    """Claims and processed keys in this process's memory: for one process (and for tests).
+
+    Expiry is enforced: an expired claim or done key is as good as absent, and expired entries are
+    dropped as new claims come (a heap ordered by expiry), so memory stays bounded by what is live.
+    """
+
+    def __init__(self) -> None:
+        # key -> (token or None when done, expiry on the monotonic clock)
+        self._entries: dict[str, tuple[str | None, float]] = {}
+        self._expiries: list[tuple[float, str]] = []
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore keys={len(self._entries)}>"
+
+    def __len__(self) -> int:
+        """Entries held, live or expired but not yet dropped."""
+        return len(self._entries)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise polybus.ClosedError(f"{self!r} is closed; create a new one")
+
+    def _expire(self, now: float) -> None:
+        heap, entries = self._expiries, self._entries
+        while heap and heap[0][0] <= now:
+            at, key = heapq.heappop(heap)
+            entry = entries.get(key)
+            if entry is not None and entry[1] == at:  # else it was renewed or removed since
+                del entries[key]
+
+    def _set(self, key: str, token: str | None, until: float) -> None:
+        self._entries[key] = (token, until)
+        heapq.heappush(self._expiries, (until, key))
+
+    async def claim(self, key: str, lease: float) -> Claim:
+        self._check_open()
+        now = time.monotonic()
+        self._expire(now)
+        entry = self._entries.get(key)
+        if entry is not None:
+            holder, until = entry
+            if holder is None:
+                return Claim(key, ClaimState.DONE)
+            return Claim(key, ClaimState.BUSY, retry_after=until - now)
+        token = new_token()
+        self._set(key, token, now + lease)
+        return Claim(key, ClaimState.CLAIMED, token)
+
+    async def complete(self, claim: Claim, ttl: float) -> bool:
+        self._check_open()
+        now = time.monotonic()
+        entry = self._entries.get(claim.key)
+        if entry is not None and entry[1] > now and entry[0] != claim.token:
+            return False  # taken over by another holder after the lease ran out
+        self._set(claim.key, None, now + ttl)
+        claim.completed = True
+        return True
+
+    async def release(self, claim: Claim) -> None:
+        self._check_open()
+        entry = self._entries.get(claim.key)
+        if entry is not None and entry[0] == claim.token:
+            del self._entries[claim.key]  # its heap item is skipped when it comes up
+
+    async def aclose(self) -> None:
+        """Forget everything; a closed store refuses further use."""
+        self._closed = True
+        self._entries.clear()
+        self._expiries.clear()

@@ -1,0 +1,154 @@
+"""``RedisStore``: the idempotency store in Redis, shared by every consumer process that reaches it.
+
+One Redis string per key, ``<prefix><key>``: the holder's token while claimed (expiring after the
+lease, ``PX``), ``d`` once done (expiring after the ttl). Redis enforces both expiries itself. Each
+operation is one round trip running a small Lua script, so that read-and-write is atomic:
+
+- claim: ``SET key token PX lease`` when the key is absent (a dead holder's claim has expired, so
+  it is absent too); else ``d`` means done, and a token means busy for ``PTTL`` more milliseconds;
+- complete: ``SET key d PX ttl`` only while the key holds this token or nothing (the claim ran out
+  but nobody took it over); a foreign token means the claim was lost;
+- release: ``DEL key`` only while it holds this token.
+
+redis-py (the ``polybus-patterns[redis]`` extra) is imported when the store is created.
+Imports ``polybus`` and ``polybus_patterns._idempotency`` only.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import polybus
+from polybus_patterns._idempotency import Claim, ClaimState, IdempotencyStoreError, new_token
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["RedisStore"]
+
+CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == 'd' then return 0 end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then left = 0 end
+return -1 - left
+"""
+"""1: claimed; 0: done; -1 - n: busy for n more milliseconds."""
+
+COMPLETE = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or not v then
+  redis.call('SET', KEYS[1], 'd', 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _import_redis() -> Any:
+    try:
+        import redis.asyncio
+        import redis.exceptions
+    except ImportError as exc:  # pragma: no cover - the workspace has it
+        raise polybus.ConfigurationError(
+            "RedisStore needs redis-py: pip install 'polybus-patterns[redis]'"
+        ) from exc
+    return redis
+
+
+def _millis(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisStore:
+    """Idempotency store in Redis (``redis://`` or ``rediss://`` URL; a password in it is never shown).
+
+    ``prefix`` starts every key it writes. Connections open on first use; ``aclose()`` (or leaving
+    ``async with``) closes them. ``max_connections`` bounds the pool (one per concurrent call).
+    """
+
+    def __init__(self, url: str, *, prefix: str = "polybus:idem:", max_connections: int = 64) -> None:
+        self._redis = _import_redis()
+        self._url = url
+        self._prefix = prefix
+        self._max_connections = max_connections
+        self._client: redis.asyncio.Redis | None = None
+        self._scripts: tuple[Any, Any, Any] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {polybus.redact_url(self._url)} prefix={self._prefix!r}>"
+
+    async def __aenter__(self) -> Self:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def _open(self) -> tuple[Any, Any, Any]:
+        if self._closed:
+            raise polybus.ClosedError(f"{self!r} is closed; create a new one")
+        if self._scripts is None:  # creating the client connects nothing yet: no await, no race
+            try:
+                client = self._redis.asyncio.Redis.from_url(
+                    self._url, max_connections=self._max_connections, decode_responses=False
+                )
+            except ValueError as exc:
+                raise polybus.ConfigurationError(
+                    f"not a Redis URL: {polybus.redact_url(self._url)}: {exc}"
+                ) from None
+            self._client = client
+            self._scripts = (
+                client.register_script(CLAIM),
+                client.register_script(COMPLETE),
+                client.register_script(RELEASE),
+            )
+        return self._scripts
+
+    async def _run(self, which: int, key: str, *args: str | int) -> int:
+        script = self._open()[which]
+        try:
+            return int(await script(keys=[self._prefix + key], args=args))
+        except self._redis.exceptions.RedisError as exc:
+            raise IdempotencyStoreError(
+                f"{self!r}: {type(exc).__name__}: {polybus.redact_url(str(exc))}"
+            ) from None
+
+    async def claim(self, key: str, lease: float) -> Claim:
+        token = new_token()
+        found = await self._run(0, key, token, _millis(lease))
+        if found == 1:
+            return Claim(key, ClaimState.CLAIMED, token)
+        if found == 0:
+            return Claim(key, ClaimState.DONE)
+        return Claim(key, ClaimState.BUSY, retry_after=max(0, -1 - found) / 1000)
+
+    async def complete(self, claim: Claim, ttl: float) -> bool:
+        done = await self._run(1, claim.key, claim.token or "", _millis(ttl)) == 1
+        claim.completed = claim.completed or done
+        return done
+
+    async def release(self, claim: Claim) -> None:
+        await self._run(2, claim.key, claim.token or "")
+
+    async def aclose(self) -> None:
+        """Close the connections; idempotent. A closed store refuses further use."""
+        if self._closed:
+            return
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
