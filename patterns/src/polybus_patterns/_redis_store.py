@@ -9,6 +9,9 @@ operation is one round trip running a small Lua script, so that read-and-write i
 - complete: ``SET key d PX ttl`` only while the key holds this token or nothing (the claim ran out
   but nobody took it over); a foreign token means the claim was lost;
 - release: ``DEL key`` only while it holds this token.
+- inbox: :meth:`RedisStore.transaction` hands the handler a ``MULTI`` pipeline that ``WATCH``es
+  the key: the handler's own Redis writes and the done mark run in one ``EXEC``, or not at all
+  when the key changed meanwhile (the claim was lost).
 
 redis-py (the ``polybus-patterns[redis]`` extra) is imported when the store is created.
 Imports ``polybus`` and ``polybus_patterns._idempotency`` only.
@@ -16,11 +19,20 @@ Imports ``polybus`` and ``polybus_patterns._idempotency`` only.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import polybus
-from polybus_patterns._idempotency import Claim, ClaimState, IdempotencyStoreError, new_token
+from polybus_patterns._idempotency import (
+    Claim,
+    ClaimLostError,
+    ClaimState,
+    IdempotencyStoreError,
+    current_claim,
+    new_token,
+)
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -143,6 +155,49 @@ class RedisStore:
 
     async def release(self, claim: Claim) -> None:
         await self._run(2, claim.key, claim.token or "")
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """The inbox form: a redis-py pipeline whose commands commit together with the done mark.
+
+        Use it inside a handler wrapped by ``idempotent(store)`` with this store::
+
+            async with store.transaction() as pipe:
+                pipe.hincrby("stock", order.item, -order.quantity)   # queued, run at the end
+
+        The commands are queued (``MULTI``) and run in one ``EXEC`` with ``SET key d PX ttl`` on
+        leaving the block, while the key is ``WATCH``ed: if the claim was lost meanwhile nothing
+        runs and :class:`ClaimLostError` is raised. An exception in the block discards the queue.
+        """
+        current = current_claim()
+        if current is None or current.store is not self:
+            raise polybus.ConfigurationError(
+                "store.transaction() is for a handler wrapped by idempotent(store) with this same store"
+            )
+        self._open()
+        assert self._client is not None
+        claim, name = current.claim, self._prefix + current.claim.key
+        errors = self._redis.exceptions
+        try:
+            pipeline: Any = self._client.pipeline(transaction=True)  # redis-py's types are partial
+            async with pipeline as pipe:
+                await pipe.watch(name)
+                held = await pipe.get(name)
+                if held is not None and held != (claim.token or "").encode():
+                    raise ClaimLostError(f"the claim on {claim.key!r} ran out and another consumer took it")
+                pipe.multi()
+                yield pipe
+                pipe.set(name, b"d", px=_millis(current.ttl))
+                await pipe.execute()
+        except errors.WatchError:
+            raise ClaimLostError(
+                f"the claim on {claim.key!r} ran out and another consumer took it: nothing was written"
+            ) from None
+        except errors.RedisError as exc:
+            raise IdempotencyStoreError(
+                f"{self!r}: {type(exc).__name__}: {polybus.redact_url(str(exc))}"
+            ) from None
+        claim.completed = True
 
     async def aclose(self) -> None:
         """Close the connections; idempotent. A closed store refuses further use."""
