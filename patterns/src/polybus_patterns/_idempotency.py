@@ -18,6 +18,7 @@ topic and group (two groups of a topic each process a message once). Imports ``p
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import enum
@@ -29,7 +30,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import polybus
 
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("polybus.patterns")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_TTL = 7 * 24 * 3600.0
 """Seconds a processed key is remembered unless ``ttl=`` says otherwise: a week."""
@@ -214,6 +218,51 @@ async def _release(release: Callable[[Claim], Awaitable[None]], claim: Claim) ->
         await release(claim)
     except Exception as exc:
         log.warning("could not release the claim on %r (it expires with its lease): %s", claim.key, exc)
+
+
+class Batcher(Generic[T, R]):
+    """Coalesces the calls made in one turn of the event loop into one call of ``run`` with all of them.
+
+    Thirty-two handlers claiming at once cost one round trip (a pipeline, one SQL statement and one
+    commit) instead of thirty-two: what lets a shared store keep up with the broker. A call waits
+    for the end of the current loop turn at most; batches do not wait for each other.
+    """
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 512) -> None:
+        self._run = run
+        self._max = max_batch
+        self._items: list[tuple[T, asyncio.Future[R]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._items.append((item, future))
+        if len(self._items) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        elif len(self._items) >= self._max:
+            self._flush()
+        return await future
+
+    def _flush(self) -> None:
+        items, self._items = self._items, []
+        if items:
+            task = asyncio.get_running_loop().create_task(self._send(items))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, items: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._run([item for item, _ in items])
+        except BaseException as exc:
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, future), result in zip(items, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
 
 class _Tokens:

@@ -8,8 +8,12 @@ is done; ``expires_at`` is the end of the lease, or of the ttl once done. Times 
 - claim: ``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE expires_at <= now()``: a new key or an
   expired row (a dead holder's claim, a done key past its ttl) is taken with a new token in one
   statement; when nothing was written, the row says done or busy (and for how long).
-- complete: an upsert that writes ``token = NULL`` only while the row holds this token or has
-  expired; release: ``DELETE`` only while it holds this token.
+- complete: writes ``token = NULL`` only while the row holds this token or has expired (or inserts
+  the row when the cleanup already removed the expired claim); release: ``DELETE`` only while the
+  row holds this token.
+- batching: the calls made at the same moment (one turn of the event loop) go in one statement
+  each kind (``unnest`` of arrays, keys in sorted order), one commit for all of them; a deadlock
+  between two batches is retried.
 - inbox: :meth:`PostgresStore.transaction` hands the handler a connection inside a transaction whose
   last statement is the ``complete`` above, so the handler's own writes and the done mark commit
   together, or not at all (a lost claim rolls the whole transaction back).
@@ -29,12 +33,13 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import polybus
 from polybus_patterns._idempotency import (
+    Batcher,
     Claim,
     ClaimLostError,
     ClaimState,
@@ -44,6 +49,26 @@ from polybus_patterns._idempotency import (
 )
 
 __all__ = ["PostgresStore"]
+
+Item = TypeVar("Item")
+
+
+def _unique_keys(items: Iterable[Item], key: Callable[[Item], str]) -> list[list[Item]]:
+    """``items`` in rounds in which no key comes twice (one statement may touch a row only once)."""
+    rounds: list[list[Item]] = []
+    seen: list[set[str]] = []
+    for item in items:
+        name = key(item)
+        for batch, names in zip(rounds, seen, strict=True):
+            if name not in names:
+                batch.append(item)
+                names.add(name)
+                break
+        else:
+            rounds.append([item])
+            seen.append({name})
+    return rounds
+
 
 log = logging.getLogger("polybus.patterns")
 
@@ -100,23 +125,42 @@ class PostgresStore:
             "(key text PRIMARY KEY, token text, expires_at timestamptz NOT NULL)",
             f"CREATE INDEX IF NOT EXISTS {index} ON {t} (expires_at)",
         ]
+        # the batched statements: one per turn of the event loop for all the calls made in it
         self._claim = (
             f"INSERT INTO {t} AS r (key, token, expires_at) "
-            "VALUES ($1, $2, now() + make_interval(secs => $3)) "
+            "SELECT key, token, now() + make_interval(secs => lease) "
+            "FROM unnest($1::text[], $2::text[], $3::float8[]) AS i(key, token, lease) ORDER BY key "
             "ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, expires_at = EXCLUDED.expires_at "
-            "WHERE r.expires_at <= now() RETURNING 1"
+            "WHERE r.expires_at <= now() RETURNING r.key"
         )
         self._look = (
-            f"SELECT token IS NULL, extract(epoch FROM expires_at - now())::float8 FROM {t} "
-            "WHERE key = $1 AND expires_at > now()"
+            f"SELECT key, token IS NULL, extract(epoch FROM expires_at - now())::float8 FROM {t} "
+            "WHERE key = ANY($1::text[]) AND expires_at > now()"
         )
+        self._complete_many = (
+            "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::float8[]) AS i(key, token, ttl)), "
+            f"upd AS (UPDATE {t} AS r SET token = NULL, expires_at = now() + make_interval(secs => i.ttl) "
+            "FROM i WHERE r.key = i.key AND (r.token = i.token OR r.expires_at <= now()) RETURNING r.key), "
+            f"ins AS (INSERT INTO {t} (key, token, expires_at) "
+            "SELECT i.key, NULL, now() + make_interval(secs => i.ttl) FROM i "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {t} AS e WHERE e.key = i.key) "
+            "ORDER BY i.key ON CONFLICT (key) DO NOTHING RETURNING key) "
+            "SELECT key FROM upd UNION ALL SELECT key FROM ins"
+        )
+        self._release = (
+            f"DELETE FROM {t} AS r USING unnest($1::text[], $2::text[]) AS i(key, token) "
+            "WHERE r.key = i.key AND r.token = i.token"
+        )
+        # the inbox's own complete, inside the handler's transaction
         self._complete = (
             f"INSERT INTO {t} AS r (key, token, expires_at) "
             "VALUES ($1, NULL, now() + make_interval(secs => $3)) "
             "ON CONFLICT (key) DO UPDATE SET token = NULL, expires_at = EXCLUDED.expires_at "
             "WHERE r.token = $2 OR r.expires_at <= now() RETURNING 1"
         )
-        self._release = f"DELETE FROM {t} WHERE key = $1 AND token = $2"
+        self._claims = Batcher(self._claim_many)
+        self._completes = Batcher(self._complete_batch)
+        self._releases = Batcher(self._release_many)
         self._cleanup = (
             f"WITH gone AS (DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= now() "
             "ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING 1) SELECT count(*) FROM gone"
@@ -167,30 +211,85 @@ class PostgresStore:
     async def _call(self, method: str, statement: str, *args: Any) -> Any:
         pool = self._pool or await self._open()
         asyncpg = self._asyncpg
-        try:
-            async with pool.acquire() as conn:
-                return await getattr(conn, method)(statement, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise self._error(exc) from None
+        for attempt in range(3):
+            try:
+                async with pool.acquire() as conn:
+                    return await getattr(conn, method)(statement, *args)
+            except asyncpg.DeadlockDetectedError as exc:  # two batches locked rows in another order
+                if attempt == 2:
+                    raise self._error(exc) from None
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise self._error(exc) from None
+        raise AssertionError("unreachable")
+
+    async def _claim_many(self, calls: list[tuple[str, float]]) -> list[Claim]:
+        results: list[Claim | None] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(10):  # a row deleted between the two statements: claim again
+            for batch in _unique_keys(todo, lambda i: calls[i][0]):
+                tokens = {i: new_token() for i in batch}
+                keys = [calls[i][0] for i in batch]
+                rows = await self._call(
+                    "fetch",
+                    self._claim,
+                    keys,
+                    [tokens[i] for i in batch],
+                    [float(calls[i][1]) for i in batch],
+                )
+                claimed = {row[0] for row in rows}
+                for i in batch:
+                    if calls[i][0] in claimed:
+                        results[i] = Claim(calls[i][0], ClaimState.CLAIMED, tokens[i])
+                others = [calls[i][0] for i in batch if results[i] is None]
+                if others:
+                    found = {r[0]: (r[1], r[2]) for r in await self._call("fetch", self._look, others)}
+                    for i in batch:
+                        key = calls[i][0]
+                        if results[i] is None and key in found:
+                            done, left = found[key]
+                            results[i] = (
+                                Claim(key, ClaimState.DONE)
+                                if done
+                                else Claim(key, ClaimState.BUSY, retry_after=left)
+                            )
+            todo = [i for i in todo if results[i] is None]
+            if not todo:
+                break
+        return [c or Claim(calls[i][0], ClaimState.BUSY) for i, c in enumerate(results)]
+
+    async def _complete_batch(self, calls: list[tuple[Claim, float]]) -> list[bool]:
+        results = [False] * len(calls)
+        for batch in _unique_keys(range(len(calls)), lambda i: calls[i][0].key):
+            claims = [calls[i][0] for i in batch]
+            rows = await self._call(
+                "fetch",
+                self._complete_many,
+                [c.key for c in claims],
+                [c.token for c in claims],
+                [float(calls[i][1]) for i in batch],
+            )
+            done = {row[0] for row in rows}
+            for i in batch:
+                results[i] = calls[i][0].key in done
+        return results
+
+    async def _release_many(self, claims: list[Claim]) -> list[None]:
+        for batch in _unique_keys(range(len(claims)), lambda i: claims[i].key):
+            await self._call(
+                "execute", self._release, [claims[i].key for i in batch], [claims[i].token for i in batch]
+            )
+        return [None] * len(claims)
 
     async def claim(self, key: str, lease: float) -> Claim:
-        for _ in range(10):  # a row deleted between the two statements: claim again
-            token = new_token()
-            if await self._call("fetchval", self._claim, key, token, float(lease)):
-                return Claim(key, ClaimState.CLAIMED, token)
-            row = await self._call("fetchrow", self._look, key)
-            if row is not None:
-                done, left = row
-                return Claim(key, ClaimState.DONE) if done else Claim(key, ClaimState.BUSY, retry_after=left)
-        return Claim(key, ClaimState.BUSY, retry_after=0.0)
+        return await self._claims((key, lease))
 
     async def complete(self, claim: Claim, ttl: float) -> bool:
-        done = bool(await self._call("fetchval", self._complete, claim.key, claim.token, float(ttl)))
+        done = await self._completes((claim, ttl))
         claim.completed = claim.completed or done
         return done
 
     async def release(self, claim: Claim) -> None:
-        await self._call("execute", self._release, claim.key, claim.token)
+        await self._releases(claim)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:

@@ -2,7 +2,8 @@
 
 One Redis string per key, ``<prefix><key>``: the holder's token while claimed (expiring after the
 lease, ``PX``), ``d`` once done (expiring after the ttl). Redis enforces both expiries itself. Each
-operation is one round trip running a small Lua script, so that read-and-write is atomic:
+operation runs a small Lua script, so that read-and-write is atomic; the calls made at the same
+moment (one turn of the event loop) go in one pipeline, one round trip for all of them:
 
 - claim: ``SET key token PX lease`` when the key is absent (a dead holder's claim has expired, so
   it is absent too); else ``d`` means done, and a token means busy for ``PTTL`` more milliseconds;
@@ -20,12 +21,14 @@ Imports ``polybus`` and ``polybus_patterns._idempotency`` only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import polybus
 from polybus_patterns._idempotency import (
+    Batcher,
     Claim,
     ClaimLostError,
     ClaimState,
@@ -66,6 +69,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+SCRIPTS = (CLAIM, COMPLETE, RELEASE)
+SHAS = tuple(hashlib.sha1(script.encode()).hexdigest() for script in SCRIPTS)
+"""What ``EVALSHA`` names each script by (Redis's own digest of its text)."""
+
 
 def _import_redis() -> Any:
     try:
@@ -95,7 +102,7 @@ class RedisStore:
         self._prefix = prefix
         self._max_connections = max_connections
         self._client: redis.asyncio.Redis | None = None
-        self._scripts: tuple[Any, Any, Any] | None = None
+        self._call = Batcher(self._pipeline)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -110,38 +117,60 @@ class RedisStore:
     ) -> None:
         await self.aclose()
 
-    def _open(self) -> tuple[Any, Any, Any]:
+    def _open(self) -> Any:
         if self._closed:
             raise polybus.ClosedError(f"{self!r} is closed; create a new one")
-        if self._scripts is None:  # creating the client connects nothing yet: no await, no race
+        if self._client is None:  # creating the client connects nothing yet: no await, no race
             try:
-                client = self._redis.asyncio.Redis.from_url(
+                self._client = self._redis.asyncio.Redis.from_url(
                     self._url, max_connections=self._max_connections, decode_responses=False
                 )
             except ValueError as exc:
                 raise polybus.ConfigurationError(
                     f"not a Redis URL: {polybus.redact_url(self._url)}: {exc}"
                 ) from None
-            self._client = client
-            self._scripts = (
-                client.register_script(CLAIM),
-                client.register_script(COMPLETE),
-                client.register_script(RELEASE),
-            )
-        return self._scripts
+        return self._client
 
-    async def _run(self, which: int, key: str, *args: str | int) -> int:
-        script = self._open()[which]
-        try:
-            return int(await script(keys=[self._prefix + key], args=args))
-        except self._redis.exceptions.RedisError as exc:
-            raise IdempotencyStoreError(
-                f"{self!r}: {type(exc).__name__}: {polybus.redact_url(str(exc))}"
-            ) from None
+    def _error(self, exc: BaseException) -> IdempotencyStoreError:
+        return IdempotencyStoreError(f"{self!r}: {type(exc).__name__}: {polybus.redact_url(str(exc))}")
+
+    async def _pipeline(self, calls: list[tuple[int, str, tuple[str | int, ...]]]) -> list[int]:
+        """Run a batch of script calls in one pipeline (``EVALSHA``; a script Redis lost is loaded
+        again and only the calls it failed are repeated)."""
+        client = self._open()
+        errors = self._redis.exceptions
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe: Any = client.pipeline(transaction=False)
+            for i in todo:
+                which, key, args = calls[i]
+                pipe.evalsha(SHAS[which], 1, self._prefix + key, *args)
+            try:
+                answers = await pipe.execute(raise_on_error=False)
+            except errors.RedisError as exc:
+                raise self._error(exc) from None
+            missing = []
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, errors.NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(answer, Exception):
+                    raise self._error(answer)
+                else:
+                    results[i] = int(answer)
+            if not missing:
+                break
+            try:  # Redis restarted or SCRIPT FLUSH: load the scripts again
+                for script in SCRIPTS:
+                    await client.script_load(script)
+            except errors.RedisError as exc:
+                raise self._error(exc) from None
+            todo = missing
+        return results
 
     async def claim(self, key: str, lease: float) -> Claim:
         token = new_token()
-        found = await self._run(0, key, token, _millis(lease))
+        found = await self._call((0, key, (token, _millis(lease))))
         if found == 1:
             return Claim(key, ClaimState.CLAIMED, token)
         if found == 0:
@@ -149,12 +178,12 @@ class RedisStore:
         return Claim(key, ClaimState.BUSY, retry_after=max(0, -1 - found) / 1000)
 
     async def complete(self, claim: Claim, ttl: float) -> bool:
-        done = await self._run(1, claim.key, claim.token or "", _millis(ttl)) == 1
+        done = await self._call((1, claim.key, (claim.token or "", _millis(ttl)))) == 1
         claim.completed = claim.completed or done
         return done
 
     async def release(self, claim: Claim) -> None:
-        await self._run(2, claim.key, claim.token or "")
+        await self._call((2, claim.key, (claim.token or "",)))
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
@@ -174,12 +203,11 @@ class RedisStore:
             raise polybus.ConfigurationError(
                 "store.transaction() is for a handler wrapped by idempotent(store) with this same store"
             )
-        self._open()
-        assert self._client is not None
+        client = self._open()
         claim, name = current.claim, self._prefix + current.claim.key
         errors = self._redis.exceptions
         try:
-            pipeline: Any = self._client.pipeline(transaction=True)  # redis-py's types are partial
+            pipeline: Any = client.pipeline(transaction=True)  # redis-py's types are partial
             async with pipeline as pipe:
                 await pipe.watch(name)
                 held = await pipe.get(name)
