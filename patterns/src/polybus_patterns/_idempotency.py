@@ -23,12 +23,11 @@ import contextvars
 import dataclasses
 import enum
 import functools
-import heapq
 import itertools
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar, runtime_checkable
 
@@ -46,6 +45,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("polybus.patterns")
+
+SWEEP_FLOOR = 1024
+"""MemoryStore sweeps expired entries out at this size, or at twice the size after the last sweep."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -79,6 +81,10 @@ class Claim:
     """For ``BUSY``: seconds until the holder's lease runs out."""
     completed: bool = False
     """Set once the key was recorded as done (by ``complete`` or by an inbox transaction)."""
+
+
+CLAIMED, DONE, BUSY = ClaimState.CLAIMED, ClaimState.DONE, ClaimState.BUSY
+NACK = polybus.Outcome.NACK
 
 
 class ClaimLostError(polybus.PolybusError):
@@ -173,6 +179,7 @@ def idempotent(
         raise polybus.ConfigurationError(f"{store!r} is not an IdempotencyStore")
     key_of = key or default_key
     claim_key, complete, release = store.claim, store.complete, store.release
+    inbox = hasattr(store, "transaction")  # only a store with an inbox form needs current_claim()
 
     def middleware(handler: polybus.Handler) -> polybus.Handler:
         @functools.wraps(handler)
@@ -183,20 +190,21 @@ def idempotent(
                 return
             claim = await claim_key(f"{delivery.topic}|{delivery.group or ''}|{name}", lease)
             state = claim.state
-            if state is ClaimState.DONE:
+            if state is DONE:
                 return  # processed already: the runner acks it
-            if state is ClaimState.BUSY:
+            if state is BUSY:
                 await delivery.nack(max(MIN_BUSY_DELAY, min(claim.retry_after, lease)))
                 return
-            token = _current.set(CurrentClaim(store, claim, ttl))
+            token = _current.set(CurrentClaim(store, claim, ttl)) if inbox else None
             try:
                 await handler(delivery)
             except BaseException:
                 await _release(release, claim)
                 raise
             finally:
-                _current.reset(token)
-            if delivery.outcome is polybus.Outcome.NACK:  # the handler asked for a redelivery
+                if token is not None:
+                    _current.reset(token)
+            if delivery.outcome is NACK:  # the handler asked for a redelivery
                 await _release(release, claim)
             elif not claim.completed and not await complete(claim, ttl):
                 log.warning(
@@ -284,20 +292,23 @@ class MemoryStore:
     """Claims and processed keys in this process's memory: for one process (and for tests).
 
     Expiry is enforced: an expired claim or done key is as good as absent, and expired entries are
-    dropped as new claims come (a heap ordered by expiry), so memory stays bounded by what is live.
+    swept out whenever the table has doubled since the last sweep, so memory stays bounded by what
+    is live (amortised: no per-operation bookkeeping). Entries are tuples of a str and a float,
+    which the garbage collector stops tracking: a million remembered keys cost it nothing.
     """
 
     def __init__(self) -> None:
-        # key -> (token or None when done, expiry on the monotonic clock)
+        # key -> (the holder's token, or None once done; expiry on the monotonic clock)
         self._entries: dict[str, tuple[str | None, float]] = {}
-        self._expiries: list[tuple[float, str]] = []
+        self._tokens = itertools.count()
+        self._sweep_at = SWEEP_FLOOR
         self._closed = False
 
     def __repr__(self) -> str:
         return f"<MemoryStore keys={len(self._entries)}>"
 
     def __len__(self) -> int:
-        """Entries held, live or expired but not yet dropped."""
+        """Entries held, live or expired but not yet swept."""
         return len(self._entries)
 
     async def __aenter__(self) -> Self:
@@ -308,54 +319,45 @@ class MemoryStore:
     ) -> None:
         await self.aclose()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise polybus.ClosedError(f"{self!r} is closed; create a new one")
-
-    def _expire(self, now: float) -> None:
-        heap, entries = self._expiries, self._entries
-        while heap and heap[0][0] <= now:
-            at, key = heapq.heappop(heap)
-            entry = entries.get(key)
-            if entry is not None and entry[1] == at:  # else it was renewed or removed since
-                del entries[key]
-
-    def _set(self, key: str, token: str | None, until: float) -> None:
-        self._entries[key] = (token, until)
-        heapq.heappush(self._expiries, (until, key))
+    def _sweep(self, now: float) -> None:
+        self._entries = {key: entry for key, entry in self._entries.items() if entry[1] > now}
+        self._sweep_at = max(SWEEP_FLOOR, 2 * len(self._entries))
 
     async def claim(self, key: str, lease: float) -> Claim:
-        self._check_open()
-        now = time.monotonic()
-        self._expire(now)
-        entry = self._entries.get(key)
-        if entry is not None:
-            holder, until = entry
-            if holder is None:
-                return Claim(key, ClaimState.DONE)
-            return Claim(key, ClaimState.BUSY, retry_after=until - now)
-        token = new_token()
-        self._set(key, token, now + lease)
-        return Claim(key, ClaimState.CLAIMED, token)
+        if self._closed:
+            raise polybus.ClosedError(f"{self!r} is closed; create a new one")
+        now = monotonic()
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is not None and entry[1] > now:
+            if entry[0] is None:
+                return Claim(key, DONE)
+            return Claim(key, BUSY, None, entry[1] - now)
+        claim = Claim(key, CLAIMED, str(next(self._tokens)))
+        entries[key] = (claim.token, now + lease)
+        if len(entries) >= self._sweep_at:
+            self._sweep(now)
+        return claim
 
     async def complete(self, claim: Claim, ttl: float) -> bool:
-        self._check_open()
-        now = time.monotonic()
+        if self._closed:
+            raise polybus.ClosedError(f"{self!r} is closed; create a new one")
+        now = monotonic()
         entry = self._entries.get(claim.key)
-        if entry is not None and entry[1] > now and entry[0] != claim.token:
+        if entry is not None and entry[0] != claim.token and entry[1] > now:
             return False  # taken over by another holder after the lease ran out
-        self._set(claim.key, None, now + ttl)
+        self._entries[claim.key] = (None, now + ttl)
         claim.completed = True
         return True
 
     async def release(self, claim: Claim) -> None:
-        self._check_open()
+        if self._closed:
+            raise polybus.ClosedError(f"{self!r} is closed; create a new one")
         entry = self._entries.get(claim.key)
         if entry is not None and entry[0] == claim.token:
-            del self._entries[claim.key]  # its heap item is skipped when it comes up
+            del self._entries[claim.key]
 
     async def aclose(self) -> None:
         """Forget everything; a closed store refuses further use."""
         self._closed = True
         self._entries.clear()
-        self._expiries.clear()
