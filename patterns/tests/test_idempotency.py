@@ -42,6 +42,12 @@ FAST_LEASE: dict[str, dict[str, object]] = {
 
 WORKER = Path(__file__).with_name("idem_worker.py")
 
+_CI = bool(os.environ.get("CI"))
+ORDERS = int(os.environ.get("POLYBUS_IDEM_ORDERS", 3000 if _CI else 10_000))
+"""Orders of the four-consumer case (half of them sent twice): 10,000, scaled down to 3,000 under CI."""
+KILL_ORDERS = int(os.environ.get("POLYBUS_IDEM_KILL_ORDERS", 1000 if _CI else 4000))
+"""Orders of the SIGKILL case (ten runs: five brokers, two stores): 4,000, 1,000 under CI."""
+
 
 async def _until(condition: Callable[[], Any], timeout: float, what: Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
@@ -116,7 +122,7 @@ async def _four_consumers(url: str, total: int, store: Any) -> tuple[collections
 
 
 async def test_four_consumers_run_each_order_once(service_url: str, scaled: Callable[[int], int]) -> None:
-    total = scaled(10_000)
+    total = scaled(ORDERS)
     async with RedisStore(broker_url("redis"), prefix=unique_name("idem") + ":") as store:
         effects, seen, took = await _four_consumers(service_url, total, store)
     assert len(effects) == total
@@ -191,7 +197,7 @@ async def test_a_consumer_process_killed_halfway_changes_nothing(
     import asyncpg
     import redis.asyncio
 
-    total = scaled(int(os.environ.get("POLYBUS_IDEM_KILL_ORDERS", "4000")))
+    total = scaled(KILL_ORDERS)
     url = with_options(service_url, **FAST_LEASE.get(service_broker, {}))
     topic, group, name = unique_name("idem"), "billing", pg_table
     store_url = broker_url("redis") if store_kind == "redis" else POSTGRES_DSN
@@ -245,7 +251,7 @@ async def test_a_consumer_process_killed_halfway_changes_nothing(
             return len(await effects()) == total
 
         await _until(all_done, 240, lambda: f"not every order processed (killed at {at_kill})")
-        await asyncio.sleep(4.0)  # past the leases: a copy still held anywhere would run by now
+        await asyncio.sleep(2.5)  # past the leases: a copy still held anywhere would have come
         done = await effects()
     finally:
         for worker in workers:

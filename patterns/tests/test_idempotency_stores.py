@@ -379,3 +379,26 @@ async def test_the_inbox_needs_the_middleware() -> None:
         async with store.transaction():
             pass
     await store.aclose()
+
+
+async def test_a_memory_store_sweeps_out_what_expired() -> None:
+    store = MemoryStore()
+    for i in range(3000):
+        await store.complete(await store.claim(f"old{i}", 5.0), 0.05)
+    await asyncio.sleep(0.1)
+    for i in range(3000):
+        await store.claim(f"new{i}", 5.0)
+    assert len(store) < 4000  # the 3,000 expired ones were swept out on the way
+    assert (await store.claim("old1", 5.0)).state is ClaimState.CLAIMED
+
+
+async def test_a_redis_store_loads_its_scripts_again_after_a_script_flush() -> None:
+    import redis.asyncio
+
+    url = broker_url("redis")
+    async with RedisStore(url, prefix=unique_name("idem") + ":") as store:
+        first = await store.claim("k", 5.0)
+        async with redis.asyncio.Redis.from_url(url) as client:
+            await client.script_flush()
+        assert await store.complete(first, 60.0)
+        assert (await store.claim("k", 5.0)).state is ClaimState.DONE
