@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from polybus_patterns import ClaimState, MemoryStore, PostgresStore, RedisStore, idempotent
+from polybus_patterns import (
+    Claim,
+    ClaimState,
+    IdempotencyStoreError,
+    MemoryStore,
+    PostgresStore,
+    RedisStore,
+    idempotent,
+)
 
 import polybus
 from polybus.testing import unique_name
@@ -392,3 +400,24 @@ def test_bad_settings_are_refused() -> None:
         idempotent(object())  # type: ignore[arg-type]
     with pytest.raises(polybus.ConfigurationError):
         PostgresStore(POSTGRES_DSN, table="x; DROP TABLE y")
+
+
+async def test_a_store_that_fails_after_the_handler_succeeded_does_not_fail_the_delivery() -> None:
+    class Forgetful(MemoryStore):
+        async def complete(self, claim: Claim, ttl: float) -> bool:
+            raise IdempotencyStoreError("the store went away")
+
+    runs = 0
+
+    async def handle(delivery: polybus.Delivery) -> None:
+        nonlocal runs
+        runs += 1
+
+    topic = unique_name("idem")
+    async with polybus.connect("memory://") as broker, broker.topic(topic).consumer("g") as consumer:
+        async with broker.topic(topic).producer() as producer:
+            await producer.send("x")
+        delivery = await consumer.receive(timeout=5)
+        assert delivery is not None
+        await idempotent(Forgetful())(handle)(delivery)  # logged, not raised: the runner acks it
+        assert runs == 1 and delivery.outcome is None

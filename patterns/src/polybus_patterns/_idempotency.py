@@ -206,14 +206,20 @@ def idempotent(
                     _current.reset(token)
             if delivery.outcome is NACK:  # the handler asked for a redelivery
                 await _release(release, claim)
-            elif not claim.completed and not await complete(claim, ttl):
-                log.warning(
-                    "the claim on %r ran out (lease %ss) and another consumer took it over before %r "
-                    "finished: the handler may have run twice; make the lease longer",
-                    claim.key,
-                    lease,
-                    delivery,
-                )
+            elif not claim.completed:
+                try:
+                    recorded = await complete(claim, ttl)
+                except polybus.PolybusError as exc:  # the work is done: ack it; a copy may run again
+                    log.warning("could not record %r as done: %s", claim.key, exc)
+                    return
+                if not recorded:
+                    log.warning(
+                        "the claim on %r ran out (lease %ss) and another consumer took it over before "
+                        "%r finished: the handler may have run twice; make the lease longer",
+                        claim.key,
+                        lease,
+                        delivery,
+                    )
 
         return handle
 
