@@ -33,8 +33,7 @@ from polybus_patterns import (
 )
 
 import polybus
-from polybus.testing import unique_name
-from polybus.testing._urls import with_options
+from polybus.testing import unique_name, with_options
 from polybus.testing.plugin import broker_url
 
 POSTGRES_DSN = os.environ.get("POLYBUS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
