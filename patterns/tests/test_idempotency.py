@@ -420,3 +420,34 @@ async def test_a_store_that_fails_after_the_handler_succeeded_does_not_fail_the_
         assert delivery is not None
         await idempotent(Forgetful())(handle)(delivery)  # logged, not raised: the runner acks it
         assert runs == 1 and delivery.outcome is None
+
+
+async def test_the_pinned_shape_works_as_written() -> None:
+    if not broker_url("redis").startswith("redis://127.0.0.1:6379"):
+        pytest.skip("the pinned example names the Redis on 127.0.0.1:6379")
+    store = RedisStore("redis://127.0.0.1:6379/0")
+    app = polybus.App(middlewares=[idempotent(store, ttl=7 * 24 * 3600)])
+    topic, runs = unique_name("idem"), collections.Counter[str]()
+
+    @app.subscribe(topic, group="billing")
+    async def bill(order: dict[str, int], delivery: polybus.Delivery) -> None:
+        runs[delivery.id] += 1
+
+    async with store, polybus.connect("memory://") as broker:
+        stop, task = await _start(app, broker)
+        message = polybus.Message.of({"id": 1})
+        async with broker.topic(topic).producer() as producer:
+            await producer.send_many([message, message, message])
+
+        async def ran() -> bool:
+            return bool(runs)
+
+        await _until(ran, 10, lambda: "the handler never ran")
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
+    assert runs == {message.id: 1}
+    import redis.asyncio
+
+    async with redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/0") as client:
+        assert await client.delete(f"polybus:idem:{topic}|billing|{message.id}") == 1

@@ -13,6 +13,7 @@ from polybus_patterns._idempotency import (
     IdempotencyStore,
     IdempotencyStoreError,
     MemoryStore,
+    current_claim,
     idempotent,
 )
 from polybus_patterns._postgres_store import PostgresStore
@@ -27,5 +28,6 @@ __all__: list[str] = [
     "MemoryStore",
     "PostgresStore",
     "RedisStore",
+    "current_claim",
     "idempotent",
 ]

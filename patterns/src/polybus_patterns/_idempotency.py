@@ -280,12 +280,15 @@ class Batcher(Generic[T, R]):
 
 
 class _Tokens:
-    """Claim tokens unique across processes: 64 random bits, then a counter."""
+    """Claim tokens unique across processes: 64 random bits per process, then a counter."""
 
     def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
         self.prefix = os.urandom(8).hex()
         self.counter = itertools.count()
-        os.register_at_fork(after_in_child=self.__init__)  # type: ignore[misc]
 
     def __call__(self) -> str:
         return f"{self.prefix}{next(self.counter):x}"
