@@ -107,8 +107,18 @@ def stacks(redis_url: str) -> dict[str, tuple[int, Stack]]:
         store = PostgresStore(store_dsn, table=name, cleanup_interval=None)
         return [idempotent(store, ttl=600)], [store]
 
+    def passthrough(name: str) -> tuple[list[polybus.Middleware], list[object]]:
+        def wrap(handler: polybus.Handler) -> polybus.Handler:
+            async def wrapped(delivery: polybus.Delivery) -> None:
+                await handler(delivery)
+
+            return wrapped
+
+        return [wrap], []
+
     kinds: dict[str, tuple[int, Stack]] = {
         "none c1": (1, plain),
+        "pass-through c1": (1, passthrough),
         "memory c1": (1, memory),
     }
     if hasattr(polybus_patterns, "retry"):  # the retry middleware of the same issue, once merged
@@ -122,8 +132,12 @@ def stacks(redis_url: str) -> dict[str, tuple[int, Stack]]:
     return kinds
 
 
-async def measure(url: str, redis_url: str, messages: int, repeat: int) -> dict[str, list[float]]:
+async def measure(
+    url: str, redis_url: str, messages: int, repeat: int, only: list[str] | None = None
+) -> dict[str, list[float]]:
     kinds = stacks(redis_url)
+    if only:
+        kinds = {k: v for k, v in kinds.items() if k in only or k == "none c1"}
     rates: dict[str, list[float]] = {k: [] for k in kinds}
     order = list(kinds)
     async with polybus.connect(url) as broker:
@@ -145,6 +159,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=store_dsn, help="the PostgreSQL of PostgresStore")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", action="append", help="run only these kinds ('memory c1'...)")
     args = parser.parse_args()
     store_dsn = args.postgres
     brokers = args.broker or ["memory", "redis"]
@@ -160,14 +175,15 @@ def main() -> None:
 
             url = provision.acquire(name).url
         redis_url = args.redis or (url if url.startswith("redis") else "redis://127.0.0.1:6379/0")
-        rates = asyncio.run(measure(url, redis_url, args.messages, args.repeat))
+        rates = asyncio.run(measure(url, redis_url, args.messages, args.repeat, args.only))
         med = {k: statistics.median(v) for k, v in rates.items()}
         if header is None:
             header = list(med)
             print("| broker | " + " | ".join(header) + " | memory c1 / none c1 |")
             print("|---" * (len(header) + 2) + "|")
         cells = " | ".join(f"{med[k]:,.0f}" for k in header)
-        print(f"| {name} | {cells} | {med['memory c1'] / med['none c1']:.2f}x |", flush=True)
+        ratio = med["memory c1"] / med["none c1"] if "memory c1" in med else float("nan")
+        print(f"| {name} | {cells} | {ratio:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -451,3 +452,48 @@ async def test_the_pinned_shape_works_as_written() -> None:
 
     async with redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/0") as client:
         assert await client.delete(f"polybus:idem:{topic}|billing|{message.id}") == 1
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "memory-subclass"])
+async def test_a_handler_that_outlives_its_lease_is_taken_over_and_warned_about(
+    store_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both code paths (the in-place one of MemoryStore, the general one a subclass takes)."""
+
+    class Subclassed(MemoryStore):
+        pass
+
+    store = MemoryStore() if store_kind == "memory" else Subclassed()
+    runs = 0
+
+    async def slow(delivery: polybus.Delivery) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            await asyncio.sleep(0.4)  # the 0.1 s lease runs out meanwhile
+
+    guarded = idempotent(store, lease=0.1)(slow)
+    topic = unique_name("idem")
+    async with polybus.connect("memory://") as broker:
+        first_consumer = broker.topic(topic).consumer("g", prefetch=1)
+        second_consumer = broker.topic(topic).consumer("g", prefetch=1)
+        await first_consumer.open()
+        await second_consumer.open()
+        message = polybus.Message.of("x")
+        async with broker.topic(topic).producer() as producer:
+            await producer.send_many([message, message])
+        first = await first_consumer.receive(timeout=5)
+        second = await second_consumer.receive(timeout=5)
+        assert first is not None and second is not None
+        running = asyncio.create_task(guarded(first))
+        await asyncio.sleep(0.2)
+        await guarded(second)  # the lease is over: this copy takes the key over and runs
+        assert second.outcome is None and runs == 2
+        with caplog.at_level(logging.WARNING, "polybus.patterns"):
+            await running
+        assert "may have run twice" in caplog.text
+        third = await store.claim(f"{topic}|g|{message.id}", 1.0)
+        assert third.state is ClaimState.DONE  # the heir's completion stands
+        for consumer, delivery in ((first_consumer, first), (second_consumer, second)):
+            await delivery.ack()
+            await consumer.aclose()
