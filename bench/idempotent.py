@@ -15,8 +15,9 @@ The ratio is given twice: by the wall clock, and by this process's CPU time whil
 machine shared with other work, the CPU ratio is the steadier one: the other work slows the wall
 clock of both sides, unevenly). Every store starts empty for each run (a fresh key prefix or
 table), so every message is claimed and completed: the worst case, no duplicates skipped. Runs
-rotate which goes first; the table shows medians. The Redis store uses the Redis on ``--redis`` (default: the broker's, else 127.0.0.1:6379),
-the PostgreSQL store ``--postgres`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
+rotate which goes first; the table shows medians. The Redis store uses the Redis on ``--redis``
+(default: the broker's, else 127.0.0.1:6379), the PostgreSQL store ``--postgres`` (default
+``postgresql://postgres@127.0.0.1:5432/test``).
 """
 
 from __future__ import annotations
