@@ -99,7 +99,7 @@ class RedisStore:
     """Idempotency store in Redis (``redis://`` or ``rediss://`` URL; a password in it is never shown).
 
     ``prefix`` starts every key it writes. Connections open on first use; ``aclose()`` (or leaving
-    ``async with``) closes them. ``max_connections`` bounds the pool (one per concurrent call).
+    ``async with``) closes them. ``max_connections`` bounds the pool: calls beyond it wait for one.
     """
 
     def __init__(self, url: str, *, prefix: str = "polybus:idem:", max_connections: int = 64) -> None:
@@ -128,9 +128,11 @@ class RedisStore:
             raise polybus.ClosedError(f"{self!r} is closed; create a new one")
         if self._client is None:  # creating the client connects nothing yet: no await, no race
             try:
-                self._client = self._redis.asyncio.Redis.from_url(
-                    self._url, max_connections=self._max_connections, decode_responses=False
+                # a blocking pool: a burst beyond max_connections waits for a connection, not fails
+                pool = self._redis.asyncio.BlockingConnectionPool.from_url(
+                    self._url, max_connections=self._max_connections, timeout=30
                 )
+                self._client = self._redis.asyncio.Redis(connection_pool=pool)
             except ValueError as exc:
                 raise polybus.ConfigurationError(
                     f"not a Redis URL: {polybus.redact_url(self._url)}: {exc}"
@@ -262,3 +264,4 @@ class RedisStore:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+            await client.connection_pool.disconnect()
