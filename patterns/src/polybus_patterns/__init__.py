@@ -1,9 +1,12 @@
 """polybus-patterns: integration patterns written once on the polybus core interface.
 
 Depends on ``polybus`` only, never on an adapter, so every pattern works on every broker.
-The idempotent consumer (:func:`idempotent` with a :class:`MemoryStore`, :class:`RedisStore` or
-:class:`PostgresStore`) lives in ``_idempotency`` and the store modules; the stores' drivers are
-optional extras (``polybus-patterns[redis]``, ``[postgres]``), imported when a store is created.
+
+- request-reply: :class:`Requester` (send a request, await its reply), :class:`RemoteError`
+  (the responder's handler raised), :class:`RequesterStats`.
+- the idempotent consumer: :func:`idempotent` with a :class:`MemoryStore`, :class:`RedisStore` or
+  :class:`PostgresStore` (or any :class:`IdempotencyStore`); the stores' drivers are optional
+  extras (``polybus-patterns[redis]``, ``[postgres]``), imported when a store is created.
 """
 
 from polybus_patterns._idempotency import (
@@ -18,8 +21,9 @@ from polybus_patterns._idempotency import (
 )
 from polybus_patterns._postgres_store import PostgresStore
 from polybus_patterns._redis_store import RedisStore
+from polybus_patterns.request_reply import RemoteError, Requester, RequesterStats
 
-__all__: list[str] = [
+__all__ = [
     "Claim",
     "ClaimLostError",
     "ClaimState",
@@ -28,6 +32,9 @@ __all__: list[str] = [
     "MemoryStore",
     "PostgresStore",
     "RedisStore",
+    "RemoteError",
+    "Requester",
+    "RequesterStats",
     "current_claim",
     "idempotent",
 ]
