@@ -24,7 +24,7 @@ import polybus
 async def main(url: str, topic: str, group: str, store_url: str, name: str, lease: float) -> None:
     redis_store = store_url.startswith("redis")
     store = RedisStore(store_url, prefix=name + ":") if redis_store else PostgresStore(store_url, table=name)
-    app = polybus.App(middlewares=[idempotent(store, key=lambda d: d.headers["order"], lease=lease)])
+    app = polybus.App(middlewares=[idempotent(store, key=lambda d: d.headers["order"], lease=lease, ttl=600)])
 
     @app.subscribe(topic, group=group, concurrency=4, retry_delay=0.2)
     async def handle(delivery: polybus.Delivery) -> None:

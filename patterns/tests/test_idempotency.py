@@ -110,7 +110,7 @@ async def _four_consumers(url: str, total: int, store: Any) -> tuple[collections
         runs = []
         for _ in range(4):
             app = polybus.App(
-                middlewares=[count, idempotent(store, key=lambda d: d.headers["order"], lease=2)]
+                middlewares=[count, idempotent(store, key=lambda d: d.headers["order"], lease=2, ttl=600)]
             )
             app.subscribe(topic, group, concurrency=8, retry_delay=0.2)(handle)
             runs.append(await _start(app, broker))

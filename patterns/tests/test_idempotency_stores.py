@@ -294,7 +294,7 @@ async def test_postgres_inbox_commits_the_handlers_writes_with_the_done_mark(
             async with broker.topic(topic).producer() as producer:
                 await producer.send_many([same, same, polybus.Message.of("8")])
             # 3 sends + 1 redelivery of the failed first one
-            await _deliver(broker, topic, idempotent(store, lease=5.0)(handler), 4)
+            await _deliver(broker, topic, idempotent(store, lease=5.0, ttl=600)(handler), 4)
             assert sorted(r[0] for r in await conn.fetch(f'SELECT n FROM "{effects}"')) == [7, 8]
             assert runs == 3  # failed, retried, 8; the second copy of 7 was skipped as done
     finally:
@@ -326,7 +326,7 @@ async def test_redis_inbox_runs_the_handlers_commands_with_the_done_mark() -> No
         same = polybus.Message.of("7")
         async with broker.topic(topic).producer() as producer:
             await producer.send_many([same, same, polybus.Message.of("8")])
-        await _deliver(broker, topic, idempotent(store, lease=5.0)(handler), 4)
+        await _deliver(broker, topic, idempotent(store, lease=5.0, ttl=600)(handler), 4)
         assert await client.hgetall(counter) == {b"7": b"1", b"8": b"1"}
         assert runs == 3
         await client.delete(counter)
@@ -366,7 +366,7 @@ async def test_an_inbox_whose_claim_was_lost_writes_nothing(
             delivery = await consumer.receive(timeout=5)
             assert delivery is not None
             with pytest.raises(ClaimLostError):
-                await idempotent(store, lease=0.2)(slow)(delivery)
+                await idempotent(store, lease=0.2, ttl=600)(slow)(delivery)
         assert writes  # the block ran, and its commit was refused
         if isinstance(store, RedisStore):
             async with redis.asyncio.Redis.from_url(broker_url("redis")) as client:
