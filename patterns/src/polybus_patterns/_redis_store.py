@@ -20,6 +20,7 @@ Imports ``polybus`` and ``polybus_patterns._idempotency`` only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
@@ -102,6 +103,10 @@ class RedisStore:
     ``async with``) closes them. ``max_connections`` bounds the pool: calls beyond it wait for one.
     """
 
+    _raw_replies = True
+    """Read replies off redis-py's stream reader where it has one (the tests turn it off to prove
+    the fallback through ``read_response``)."""
+
     def __init__(self, url: str, *, prefix: str = "polybus:idem:", max_connections: int = 64) -> None:
         self._redis = _import_redis()
         self._url = url
@@ -177,21 +182,37 @@ class RedisStore:
 
     async def _roundtrip(self, pool: Any, packed: bytes, count: int) -> list[Any]:
         """Send ``count`` packed commands on one pooled connection and read their replies (an error
-        reply is returned, not raised). redis-py's pipeline packs each command in Python, which
-        costs more than the round trip; packing here is a few bytes joins. A connection left with
-        replies unread (an error, a cancellation) is disconnected before it goes back to the pool."""
-        response_error = self._redis.exceptions.ResponseError
+        reply is returned, not raised). redis-py's pipeline packs each command in Python and reads
+        each reply under a timeout of its own, which costs more than the round trip; here packing
+        is a few bytes joins and the replies (all integers, or errors) are read off the connection's
+        stream directly where redis-py exposes it (``_reader``; else through ``read_response``).
+        A connection left with replies unread (an error, a cancellation) is disconnected before it
+        goes back to the pool."""
+        errors = self._redis.exceptions
         conn = await pool.get_connection()
         try:
             await conn.send_packed_command(packed, check_health=False)
+            reader = getattr(conn, "_reader", None) if self._raw_replies else None
             answers: list[Any] = []
-            for _ in range(count):
-                try:
-                    answers.append(await conn.read_response())
-                except response_error as exc:  # read whole: the connection stays in step
-                    answers.append(exc)
-        except BaseException:
+            if isinstance(reader, asyncio.StreamReader):
+                for _ in range(count):
+                    line = await reader.readuntil(b"\r\n")
+                    if line[:1] == b":":
+                        answers.append(int(line[1:-2]))
+                    else:  # an error reply: "-NOSCRIPT ..." or another
+                        text = line[1:-2].decode(errors="replace")
+                        kind = errors.NoScriptError if text.startswith("NOSCRIPT") else errors.ResponseError
+                        answers.append(kind(text))
+            else:
+                for _ in range(count):
+                    try:
+                        answers.append(await conn.read_response())
+                    except errors.ResponseError as exc:  # read whole: the connection stays in step
+                        answers.append(exc)
+        except BaseException as exc:
             await conn.disconnect()
+            if isinstance(exc, asyncio.IncompleteReadError | asyncio.LimitOverrunError | OSError):
+                raise errors.ConnectionError(f"{type(exc).__name__}: {exc}") from None
             raise
         finally:
             await pool.release(conn)
