@@ -8,6 +8,7 @@ EXPECTED = {
     "CORRELATION_HEADER",
     "ERROR_HEADER",
     "ERROR_TYPE_HEADER",
+    "GROUP_HEADER",
     "ID_HEADER",
     "REPLY_TO_HEADER",
     "App",

@@ -14,6 +14,7 @@ from polybus._errors import DeliveryStateError
 from polybus._message import CONTENT_TYPE, decode_body
 
 if TYPE_CHECKING:
+    from polybus._broker import Broker
     from polybus._consumer import Consumer
 
 __all__ = ["Delivery", "Outcome"]
@@ -78,6 +79,16 @@ class Delivery:
             f"<Delivery id={self.id!r} topic={self.topic!r} attempt={self.attempt} "
             f"size={len(self.body)} {state}>"
         )
+
+    @property
+    def group(self) -> str | None:
+        """The group this delivery was received in (``None`` for a group-less listener)."""
+        return self._consumer.group
+
+    @property
+    def broker(self) -> Broker:
+        """The broker this delivery came from: what a middleware uses to send elsewhere."""
+        return self._consumer.topic.broker
 
     @property
     def settled(self) -> bool:

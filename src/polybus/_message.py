@@ -24,6 +24,7 @@ from polybus._errors import DecodeError, EncodeError
 __all__ = [
     "BYTES_HEADER_SIZE",
     "CONTENT_TYPE",
+    "GROUP_HEADER",
     "ID_HEADER",
     "Message",
     "decode_body",
@@ -36,6 +37,10 @@ CONTENT_TYPE = "content-type"
 """Header naming the body's content type (``application/json``, ``text/plain; charset=utf-8``...)."""
 ID_HEADER = "polybus-id"
 """Header carrying the message id on brokers that have no native id field of their own."""
+GROUP_HEADER = "polybus-group"
+"""Header naming the one group a message sent with ``Topic.send_to_group`` is for, where the broker
+has no route to one group (capability ``group_send`` emulated): the consumers of every other group
+ack it unseen, and the named group's consumers hand it out without the header."""
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"

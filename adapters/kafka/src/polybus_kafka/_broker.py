@@ -73,7 +73,7 @@ class KafkaBroker(Broker):
             key_affinity=Support.NATIVE,  # a key's partition has one owner in the group at a time
             delayed_nack=Support.EMULATED,
             delivery_count=Support.EMULATED,
-            dead_letter=Support.UNSUPPORTED,
+            dead_letter=Support.EMULATED,  # dead letters per group: polybus_patterns, from a topic
             replay=Support.NATIVE,
             priority=Support.UNSUPPORTED,
             dedup=Support.UNSUPPORTED,
