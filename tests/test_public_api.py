@@ -11,6 +11,7 @@ EXPECTED = {
     "GROUP_HEADER",
     "ID_HEADER",
     "REPLY_TO_HEADER",
+    "RESEND_HEADER",
     "App",
     "Broker",
     "BrokerConnectionError",

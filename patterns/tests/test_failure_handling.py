@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 from collections.abc import Callable
 
 import pydantic
 import pytest
+from polybus_patterns import DeadLetters, RetryPolicy, dead_letter_topic, retry
 
 import polybus
 from polybus.adapter import check_name
 from polybus.testing import unique_name
-from polybus_patterns import DeadLetters, RetryPolicy, dead_letter_topic, retry
 
 GRANULARITY = {"memory": 0.1, "redis": 1.0, "rabbitmq": 0.5, "kafka": 1.5, "nats": 0.5, "sqs": 2.5}
 """Seconds a retry may come later than its delay on each broker (see docs/failure-handling.md)."""
@@ -88,7 +89,9 @@ def test_dead_letter_topic_names_are_portable_and_distinct() -> None:
         assert check_name(name, "topic") == name  # portable on every broker
 
 
-async def test_fails_k_times_then_succeeds_with_the_policy_gaps(service_url: str, service_broker: str) -> None:
+async def test_fails_k_times_then_succeeds_with_the_policy_gaps(
+    service_url: str, service_broker: str
+) -> None:
     k = 2
     policy = RetryPolicy(max_attempts=4, first_delay=0.5, multiplier=2.0, max_delay=30.0, jitter=0.0)
     topic = unique_name("retry-k")
@@ -113,7 +116,7 @@ async def test_fails_k_times_then_succeeds_with_the_policy_gaps(service_url: str
         finally:
             await _stop(stop, task)
         assert processed == [sent] and len(runs) == k + 1
-        gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(runs)]
         for attempt, gap in enumerate(gaps, start=1):
             expected = policy.delay(attempt)
             assert expected - 0.05 <= gap <= expected + GRANULARITY[service_broker], (attempt, gaps)
@@ -144,9 +147,13 @@ async def test_one_poison_message_reaches_the_dlq_after_max_attempts_and_holds_n
             async with broker.topic(topic).producer() as producer:
                 poison_id = (await producer.send_many([Order(id=0, total=1.0)]))[0]
                 for start in range(1, n, 1000):
-                    await producer.send_many([Order(id=i, total=1.0) for i in range(start, min(n, start + 1000))])
+                    await producer.send_many(
+                        [Order(id=i, total=1.0) for i in range(start, min(n, start + 1000))]
+                    )
             dead = DeadLetters(broker, topic, "billing")
-            await _until(lambda: len(done) == n - 1 and len(poison_runs) == 3, 120, lambda: f"{len(done)} done")
+            await _until(
+                lambda: len(done) == n - 1 and len(poison_runs) == 3, 120, lambda: f"{len(done)} done"
+            )
             assert await _count_until(dead, 1, 30) == 1
             await asyncio.sleep(1.0)
         finally:

@@ -11,6 +11,7 @@ import os
 import sys
 
 import polybus
+from polybus._cli_dlq import add_dlq_parser, run_dlq
 
 __all__ = ["main"]
 
@@ -25,12 +26,15 @@ def _parser() -> argparse.ArgumentParser:
     caps.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"), help="broker URL")
     brokers = sub.add_parser("brokers", help="find, start (up) or stop (down) local brokers for tests")
     brokers.add_argument("args", nargs=argparse.REMAINDER, help="[status|up|down] [KIND...]")
+    add_dlq_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``polybus`` command."""
     args = _parser().parse_args(argv)
+    if args.command == "dlq":
+        return run_dlq(args)
     try:
         if args.command == "demo":
             from polybus.demo import run_demo

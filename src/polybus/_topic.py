@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from polybus._adapter_settings import NoOptions, OptionsModel, validate_options
 from polybus._errors import ConfigurationError
-from polybus._message import GROUP_HEADER, Message
+from polybus._message import GROUP_HEADER, RESEND_HEADER, Message, resend_mark
 
 if TYPE_CHECKING:
     from polybus._broker import Broker
@@ -97,6 +97,8 @@ class Topic:
     async def send_to_group(self, group: str, messages: Iterable[Message]) -> list[str]:
         """Send ``messages`` to ``group`` of this topic only; return their ids once the broker confirmed.
 
+        Each carries :data:`~polybus.RESEND_HEADER`: a broker that drops re-sent ids keeps these.
+
         No other group of the topic, and no group-less listener, receives them. Each message keeps its
         id, key and headers (redrive of dead letters relies on it). The group should exist: like any
         message, one sent before its group was created reaches nobody. Where the broker can route to
@@ -113,6 +115,8 @@ class Topic:
                 )
         if not batch:
             return []
+        mark = resend_mark()  # a deliberate re-send of these ids: not a duplicate on dedup brokers
+        batch = [Message(m.body, {**m.headers, RESEND_HEADER: mark}, m.key, m.id, m.timestamp) for m in batch]
         await self.broker.open()
         return await self._send_to_group(group, batch)
 

@@ -27,14 +27,15 @@ import json
 import logging
 import time
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import polybus
 from polybus import Delivery, Message
 
 __all__ = [
-    "AT_HEADER",
     "ATTEMPTS_HEADER",
+    "AT_HEADER",
     "DEAD_LETTER_GROUP",
     "ERROR_HEADER",
     "ERROR_TYPE_HEADER",
@@ -44,6 +45,7 @@ __all__ = [
     "TRACEBACK_HEADER",
     "DeadLetter",
     "DeadLetters",
+    "dead_letter_groups",
     "dead_letter_topic",
     "error_type_name",
 ]
@@ -65,6 +67,7 @@ TRACEBACK_HEADER = "polybus-dlq-traceback"
 AT_HEADER = "polybus-dlq-at"
 """When the group gave up: ISO 8601, UTC (``2026-12-02T16:40:00.123456+00:00``)."""
 DLQ_HEADERS = (
+    polybus.RESEND_HEADER,
     TOPIC_HEADER,
     GROUP_HEADER,
     ATTEMPTS_HEADER,
@@ -158,7 +161,7 @@ class DeadLetter:
     def original(self) -> Message:
         """The message as it was first sent: same id, body, key and headers (the dlq headers removed)."""
         headers = {k: v for k, v in self.headers.items() if k not in DLQ_HEADERS}
-        return Message(self.body, headers, self.key, self.id)
+        return Message(self.body, headers, self.key, self.id)  # send_to_group marks the re-send
 
 
 def letter_for(delivery: Delivery, group: str, exc: BaseException, *, with_traceback: bool = True) -> Message:
@@ -173,6 +176,7 @@ def letter_for(delivery: Delivery, group: str, exc: BaseException, *, with_trace
         text = "".join(traceback.format_exception(exc))
         headers[TRACEBACK_HEADER] = text[-TRACEBACK_LIMIT:]
     headers[AT_HEADER] = datetime.datetime.now(datetime.UTC).isoformat()
+    headers[polybus.RESEND_HEADER] = uuid.uuid4().hex[:16]  # the id was sent before: not a duplicate
     return Message(delivery.body, headers, delivery.key, delivery.id, delivery.timestamp)
 
 
@@ -291,7 +295,7 @@ class DeadLetters:
         limit: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> int:
-        """Remove dead letters (all, or those ``ids`` / ``error_type`` / ``limit`` choose); the number removed."""
+        """Remove dead letters (all, or those ``ids``, ``error_type``, ``limit`` choose); how many."""
 
         async def drop(letters: list[DeadLetter]) -> None:
             return None
@@ -358,11 +362,14 @@ class DeadLetters:
             async for delivery in self._receive(consumer, total):
                 taken.append(delivery)
                 letter = DeadLetter.of(delivery)
-                if (chosen is None or chosen(letter)) and (limit is None or done + len(chosen_letters) < limit):
+                if (chosen is None or chosen(letter)) and (
+                    limit is None or done + len(chosen_letters) < limit
+                ):
                     chosen_letters.append(letter)
                 else:  # passed over: back to the end of the dead-letter topic, as it was
+                    headers = {**delivery.headers, polybus.RESEND_HEADER: uuid.uuid4().hex[:16]}
                     passed_over.append(
-                        Message(delivery.body, dict(delivery.headers), delivery.key, delivery.id, delivery.timestamp)
+                        Message(delivery.body, headers, delivery.key, delivery.id, delivery.timestamp)
                     )
                 if limit is not None and done + len(chosen_letters) >= limit:
                     break  # what is left stays where it is (handed back on close)
@@ -413,6 +420,38 @@ class _Receiving:
                 return delivery
             if time.monotonic() >= deadline:
                 raise StopAsyncIteration
+
+
+async def dead_letter_groups(
+    broker: polybus.Broker, topic: str | None = None, *, wait: float = 15.0, idle: float = 3.0
+) -> list[tuple[str, str]]:
+    """The (topic, group) pairs that have (or had) dead letters on ``broker``, sorted.
+
+    Read from the index topic every dead-lettering process writes to (without consuming it); with
+    ``topic``, that topic's own groups are included too (their dead-letter topics may be empty).
+    """
+    pairs: dict[tuple[str, str], None] = {}
+    index = broker.topic(INDEX_TOPIC)
+    try:
+        stats = await index.stats()
+    except polybus.NotFoundError:
+        stats = None
+    group = stats.groups.get(INDEX_GROUP) if stats is not None else None
+    wanted = 0 if group is None or group.backlog is None else group.backlog + (group.in_flight or 0)
+    if wanted:
+        async with index.consumer(INDEX_GROUP, prefetch=min(wanted, 1000)) as consumer:
+            taken = [d async for d in _Receiving(consumer, min(wanted, 1000), wait, idle)]
+        # closing handed the entries back: the index stays as it was
+        pairs.update(dict.fromkeys(index_entries(taken)))
+    if topic is not None:
+        pairs = {pair: None for pair in pairs if pair[0] == topic}
+        try:
+            own = await broker.topic(topic).stats()
+        except polybus.NotFoundError:
+            own = None
+        if own is not None:
+            pairs.update(dict.fromkeys((topic, g) for g in own.groups))
+    return sorted(pairs)
 
 
 def index_entries(deliveries: Sequence[Delivery]) -> list[tuple[str, str]]:

@@ -52,12 +52,14 @@ class RetryPolicy:
     give_up_on: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
-        give_up_on = self.give_up_on
+        give_up_on: object = self.give_up_on  # a single type is accepted too
         if isinstance(give_up_on, type):
             give_up_on = (give_up_on,)
         elif isinstance(give_up_on, Iterable):
             give_up_on = tuple(give_up_on)
-        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in give_up_on):
+        if not isinstance(give_up_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in give_up_on
+        ):
             raise ConfigurationError(f"give_up_on must be exception types, got {self.give_up_on!r}")
         object.__setattr__(self, "give_up_on", give_up_on)
         if self.max_attempts.__class__ is not int or self.max_attempts < 1:
@@ -152,6 +154,7 @@ async def _give_up(
         )
         await delivery.nack(policy.max_delay)
         return False
-    log.error("dead-lettered %r of group %r (%s)", delivery, group, why, exc_info=exc)
+    # one line: the traceback travels in the dead letter's polybus-dlq-traceback header
+    log.error("dead-lettered %r of group %r (%s): %s: %s", delivery, group, why, type(exc).__name__, exc)
     await delivery.ack()
     return True

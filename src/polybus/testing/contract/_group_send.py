@@ -52,6 +52,22 @@ class GroupSendCases:
                     await d.ack()
                 await expect_nothing(billing, 0.2)
 
+    async def test_send_to_group_resends_an_id_the_broker_has_seen(
+        self, polybus_url: str, cfg: ContractConfig
+    ) -> None:
+        # a redrive re-sends an id on purpose: brokers that drop re-sent ids (dedup) must keep it
+        async with polybus.connect(polybus_url) as broker:
+            topic = _scratch(broker, "to-group-again")
+            async with topic.consumer("billing") as billing, topic.producer() as producer:
+                message = Message(b"once more", {"content-type": "text/plain"})
+                await producer.send_many([message])
+                first = await one(billing, cfg.receive_timeout)
+                await first.ack()
+                await topic.send_to_group("billing", [message])
+                again = await one(billing, cfg.receive_timeout)
+                await again.ack()
+                assert (again.id, again.body, again.attempt) == (message.id, b"once more", 1)
+
     async def test_send_to_group_checks_its_arguments(self, polybus_url: str) -> None:
         async with polybus.connect(polybus_url) as broker:
             topic = _scratch(broker, "to-group-args")
