@@ -132,11 +132,15 @@ async def test_one_poison_message_reaches_the_dlq_after_max_attempts_and_holds_n
     topic = unique_name("poison")
     poison_runs: list[float] = []
     done: dict[int, float] = {}
+    cured: list[int] = []  # the poison's attempt once it is replayed and handled
     app = polybus.App(middlewares=[retry(policy)])
 
     @app.subscribe(topic, group="billing", concurrency=8)
-    async def bill(order: Order) -> None:
+    async def bill(order: Order, delivery: polybus.Delivery) -> None:
         if order.id == 0:
+            if len(poison_runs) == policy.max_attempts:  # replayed: it works now
+                cured.append(delivery.attempt)
+                return
             poison_runs.append(time.monotonic())
             raise Boom("card declined")
         done[order.id] = time.monotonic()
@@ -156,21 +160,25 @@ async def test_one_poison_message_reaches_the_dlq_after_max_attempts_and_holds_n
             )
             assert await _count_until(dead, 1, 30) == 1
             await asyncio.sleep(1.0)
+            assert len(poison_runs) == policy.max_attempts  # exactly, and never again
+            assert set(done) == set(range(1, n))
+            # not held up: the message sent right after the poison was done before its first retry
+            assert done[1] < poison_runs[1]
+            [letter] = await dead.peek(limit=10)
+            assert letter.id == poison_id and Order.model_validate_json(letter.body).id == 0
+            assert letter.attempts == 3 and letter.error_type == f"{Boom.__module__}.Boom"
+            assert letter.error == "card declined" and "Boom: card declined" in (letter.traceback or "")
+            assert letter.topic == topic and letter.group == "billing" and letter.failed_at is not None
+            for name in ("topic", "group", "attempts", "error-type", "error", "traceback", "at"):
+                assert f"polybus-dlq-{name}" in letter.headers
+            assert letter.headers["content-type"] == "application/json"  # the original headers kept
+            assert await dead.count() == 1  # peek consumed nothing
+            # replayed, it counts its attempts from 1 again
+            assert await dead.replay(ids=[poison_id]) == 1
+            await _until(lambda: cured == [1], 60, lambda: f"cured={cured}")
+            assert await dead.count() == 0
         finally:
             await _stop(stop, task)
-        assert len(poison_runs) == policy.max_attempts  # exactly, and never again
-        assert set(done) == set(range(1, n))
-        # not held up: the message sent right after the poison was done before its first retry
-        assert done[1] < poison_runs[1]
-        [letter] = await dead.peek(limit=10)
-        assert letter.id == poison_id and Order.model_validate_json(letter.body).id == 0
-        assert letter.attempts == 3 and letter.error_type == f"{Boom.__module__}.Boom"
-        assert letter.error == "card declined" and "Boom: card declined" in (letter.traceback or "")
-        assert letter.topic == topic and letter.group == "billing" and letter.failed_at is not None
-        for name in ("topic", "group", "attempts", "error-type", "error", "traceback", "at"):
-            assert f"polybus-dlq-{name}" in letter.headers
-        assert letter.headers["content-type"] == "application/json"  # the original headers kept
-        assert await dead.count() == 1  # peek consumed nothing
 
 
 async def test_malformed_payloads_are_dead_lettered_at_once_with_the_reason(service_url: str) -> None:
