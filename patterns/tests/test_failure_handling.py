@@ -127,7 +127,8 @@ async def test_fails_k_times_then_succeeds_with_the_policy_gaps(
 async def test_one_poison_message_reaches_the_dlq_after_max_attempts_and_holds_nothing_up(
     service_url: str, scaled: Callable[[int], int]
 ) -> None:
-    n = scaled(10_000)
+    # scaled twice where volumes are scaled (SQS on moto consumes ~40 messages/s): 100 there
+    n = scaled(scaled(10_000))
     policy = RetryPolicy(max_attempts=3, first_delay=2.0, multiplier=1.0, max_delay=2.0, jitter=0.0)
     topic = unique_name("poison")
     poison_runs: list[float] = []
@@ -209,6 +210,7 @@ async def test_malformed_payloads_are_dead_lettered_at_once_with_the_reason(serv
             assert letter.attempts == 1 and letter.error_type == "polybus.DecodeError"
             assert "does not decode as Order" in (letter.error or "")
         assert letters[bad_json].body == b"{not json" and letters[bad_json].key == "k1"
+        assert await dead.purge() == 2  # leave nothing behind on a shared broker
 
 
 async def test_replay_sends_back_to_the_failing_group_only_and_purge_removes_what_it_says(
@@ -262,5 +264,38 @@ async def test_replay_sends_back_to_the_failing_group_only_and_purge_removes_wha
             assert await dead.replay(limit=2) == 2
             assert await dead.purge() == 3
             assert await dead.count() == 0
+        finally:
+            await _stop(stop, task)
+
+
+async def test_a_request_given_up_on_is_dead_lettered_then_answered_with_an_error(service_url: str) -> None:
+    policy = RetryPolicy(max_attempts=2, first_delay=0.2, jitter=0.0)
+    topic = unique_name("quotes")
+    runs: list[int] = []
+    app = polybus.App(middlewares=[retry(policy)])
+
+    @app.subscribe(topic, group="pricing")
+    async def quote(order: Order, delivery: polybus.Delivery) -> Order:
+        runs.append(delivery.attempt)
+        raise Boom("no price")
+
+    async with polybus.connect(service_url) as broker:
+        stop, task = await _run_app(app, broker)
+        try:
+            async with broker.inbox() as inbox:
+                message = polybus.Message.of(
+                    Order(id=3, total=1.0), headers={polybus.CORRELATION_HEADER: "c-1"}
+                )
+                sent = await inbox.request(topic, message)
+                reply = await inbox.receive(timeout=30)
+            assert reply is not None, "no error reply"
+            assert reply.headers[polybus.ERROR_TYPE_HEADER].endswith("Boom")
+            assert reply.headers[polybus.ERROR_HEADER] == "no price"
+            assert reply.headers.get(polybus.CORRELATION_HEADER) == "c-1"
+            assert runs == [1, 2]  # retried first; one reply, after the policy gave up
+            dead = DeadLetters(broker, topic, "pricing")
+            [letter] = await dead.peek()
+            assert letter.id == sent and letter.attempts == 2
+            assert await dead.purge() == 1
         finally:
             await _stop(stop, task)
