@@ -23,7 +23,7 @@ import pydantic
 
 import polybus
 from polybus import ConfigurationError, DecodeError, Delivery, Handler, Middleware, PolybusError
-from polybus_patterns._dead_letters import DeadLetterSender
+from polybus_patterns._dead_letter import DeadLetterSender
 
 __all__ = ["RetryPolicy", "retry"]
 
