@@ -3,6 +3,7 @@
 The consumer joins its group *before* the send: a group receives every message sent after it exists.
 """
 
+import argparse
 import asyncio
 import os
 
@@ -19,7 +20,10 @@ async def main(url: str) -> None:
             assert delivery is not None, "nothing arrived"
             print("received", delivery.json(), delivery.headers["lang"], "attempt", delivery.attempt)
             await delivery.ack()  # ack only after the work is done: at-least-once
+            print("OK")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(os.environ.get("POLYBUS_URL", "memory://")))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"), help="broker URL")
+    asyncio.run(main(parser.parse_args().url))

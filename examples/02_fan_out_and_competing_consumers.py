@@ -1,8 +1,9 @@
 """Two groups each get every message (fan-out); two consumers in one group share them (competing).
 
-Run on any broker: POLYBUS_URL=nats://localhost:4222 python examples/02_...py
+Run on any broker: POLYBUS_URL=nats://localhost:4222 python examples/02_...py (or --url URL)
 """
 
+import argparse
 import asyncio
 import collections
 import os
@@ -23,17 +24,18 @@ async def main(url: str) -> None:
         topic = broker.topic("events")
         audit = topic.consumer("audit")
         workers = [topic.consumer("work", prefetch=1) for _ in range(2)]
-        for consumer in (audit, *workers):
-            await consumer.open()  # join the groups before sending
+        await asyncio.gather(*(c.open() for c in (audit, *workers)))  # join the groups before sending
         async with topic.producer() as producer:
             await producer.send_many([{"n": i} for i in range(N)])
         seen: collections.Counter[str] = collections.Counter()
         await asyncio.gather(
             drain(audit, seen, "audit"), *(drain(w, seen, f"worker-{i}") for i, w in enumerate(workers))
         )
-        print(dict(seen))
         assert seen["audit"] == N and seen["worker-0"] + seen["worker-1"] >= N
+        print("OK", dict(seen))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(os.environ.get("POLYBUS_URL", "memory://")))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"), help="broker URL")
+    asyncio.run(main(parser.parse_args().url))

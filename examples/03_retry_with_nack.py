@@ -1,8 +1,9 @@
 """A handler that fails is retried later with nack(delay); other messages are not held up meanwhile.
 
-Run on any broker: POLYBUS_URL=amqp://guest:guest@localhost:5672/ python examples/03_...py
+Run on any broker: POLYBUS_URL=amqp://guest:guest@localhost:5672/ python examples/03_...py (or --url URL)
 """
 
+import argparse
 import asyncio
 import os
 
@@ -26,7 +27,10 @@ async def main(url: str) -> None:
                 print(f"payment {payment['payment']}: charged on attempt {delivery.attempt}")
                 await delivery.ack()
                 done += 1
+            print("OK both payments charged")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(os.environ.get("POLYBUS_URL", "memory://")))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"), help="broker URL")
+    asyncio.run(main(parser.parse_args().url))

@@ -4,6 +4,7 @@ A handler that returns has its message acked; one that raises has it redelivered
 ``retry_delay``. Run on any broker: POLYBUS_URL=kafka://localhost:9092 python examples/04_...py
 """
 
+import argparse
 import asyncio
 import os
 import time
@@ -42,8 +43,10 @@ async def main(url: str) -> None:
         await asyncio.wait_for(all_seen.wait(), 30)
         stop.set()
         await service
-        print("welcomed", sorted(seen))
+        print("OK welcomed", sorted(seen))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(os.environ.get("POLYBUS_URL", "memory://")))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"), help="broker URL")
+    asyncio.run(main(parser.parse_args().url))

@@ -18,9 +18,11 @@ from polybus.adapter import AdapterSettings, DelayHeap, OptionsModel, Outage, Re
 from polybus.testing import unique_name
 
 EXPECTED_ADAPTER_API = {
-    "BYTES", "BYTES_HEADER_SIZE", "CONTENT_TYPE", "ID_HEADER", "JSON", "TEXT", "AdapterSettings",
+    "BYTES", "BYTES_HEADER_SIZE", "CONTENT_TYPE", "ID_HEADER", "INBOX_PREFIX", "JSON", "TEXT",
+    "AdapterSettings",
     "Broker", "Capabilities", "Consumer", "DelayHeap", "Delivery", "GroupStats", "Inbox", "Message", "MiB",
-    "NoOptions", "OptionsModel", "Outage", "Outcome", "Producer", "REPLY_TO_HEADER", "ReconnectPolicy",
+    "NoOptions", "OptionsModel", "Outage", "Outcome", "Producer", "PushInbox", "REPLY_TO_HEADER",
+    "ReconnectPolicy",
     "Start", "Support",
     "TlsSettings", "Topic", "TopicStats", "check_name", "decode_body", "describe_error", "encode_body",
     "new_message_id", "redact_url", "register_scheme", "split_url", "tls_context", "url_options",

@@ -136,21 +136,23 @@ class Gate:
 
 
 async def _stop_with_handlers_running(
-    seconds: float, grace: float
+    seconds: float, grace: float, ordered: bool
 ) -> tuple[Gate, list[str], float, list[str]]:
-    """Eight handlers of ``seconds`` each in flight, then a graceful stop with ``grace``; returns
-    the gate, the ids sent, how long the stop took, and the ids another consumer then receives."""
+    """Eight handlers of ``seconds`` each in flight (four more deliveries held, not started), then a
+    graceful stop with ``grace``; returns the gate, the ids sent, how long the stop took, and the ids
+    another consumer then receives."""
     topic = unique_name("grace")
     gate = Gate(seconds)
     app = polybus.App()
-    app.subscribe(topic, group="g", concurrency=8, prefetch=8, name="slow")(gate)
+    app.subscribe(topic, group="g", concurrency=8, prefetch=12, ordered_by_key=ordered, name="slow")(gate)
     loop = asyncio.get_running_loop()
     async with polybus.connect("memory://") as broker:
         consumers = await app.start(broker)
         stop = asyncio.Event()
         task = asyncio.create_task(app.run(broker, stop=stop, consumers=consumers, grace_period=grace))
-        ids = await send(broker, topic, *[b"x"] * 8)
-        await until(lambda: len(gate.started) == 8)
+        async with broker.topic(topic).producer() as producer:  # 8 run, 4 wait: behind a key, or fetched
+            ids = await producer.send_many([polybus.Message.of(b"x", key=f"k{i % 8}") for i in range(12)])
+        await until(lambda: len(gate.started) == 8 and consumers[0].in_flight == 12)
         began = loop.time()
         stop.set()
         await asyncio.wait_for(task, grace + 10)
@@ -163,16 +165,20 @@ async def _stop_with_handlers_running(
     return gate, ids, took, redelivered
 
 
-async def test_graceful_stop_lets_running_handlers_finish_and_acks_them() -> None:
-    gate, ids, took, redelivered = await _stop_with_handlers_running(seconds=0.5, grace=5.0)
-    assert sorted(gate.finished) == sorted(ids)
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_graceful_stop_lets_running_handlers_finish_and_acks_them(ordered: bool) -> None:
+    gate, ids, took, redelivered = await _stop_with_handlers_running(seconds=0.5, grace=5.0, ordered=ordered)
+    assert len(gate.finished) == 8 and set(gate.finished) == set(gate.started)
     assert took < 5.0
-    assert redelivered == []
+    assert sorted(redelivered) == sorted(set(ids) - set(gate.finished)), (
+        "a waiting delivery was started or lost"
+    )
 
 
-async def test_handlers_cut_off_by_the_grace_period_are_never_acked_and_come_back() -> None:
-    gate, ids, took, redelivered = await _stop_with_handlers_running(seconds=30.0, grace=0.3)
-    assert gate.finished == []
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_handlers_cut_off_by_the_grace_period_are_never_acked_and_come_back(ordered: bool) -> None:
+    gate, ids, took, redelivered = await _stop_with_handlers_running(seconds=30.0, grace=0.3, ordered=ordered)
+    assert gate.finished == [] and len(gate.started) == 8
     assert took < 5.0
     assert sorted(redelivered) == sorted(ids)
 

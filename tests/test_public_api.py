@@ -37,6 +37,7 @@ EXPECTED = {
     "Producer",
     "PublishError",
     "ReconnectPolicy",
+    "ServiceSettings",
     "Support",
     "Topic",
     "TopicStats",

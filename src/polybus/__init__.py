@@ -42,6 +42,7 @@ from polybus._reply import (
     REPLY_TO_HEADER,
     Inbox,
 )
+from polybus._service_settings import ServiceSettings
 from polybus._settings import PolybusSettings, redact_url
 from polybus._topic import GroupStats, Topic, TopicStats
 
@@ -82,6 +83,7 @@ __all__ = [
     "Producer",
     "PublishError",
     "ReconnectPolicy",
+    "ServiceSettings",
     "Support",
     "Topic",
     "TopicStats",

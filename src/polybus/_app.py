@@ -168,7 +168,9 @@ class App:
                         f"override {key!r} of subscription {sub_name!r} is unknown: "
                         f"use {', '.join(OVERRIDABLE)}"
                     )
-            checked[sub_name] = {k: _check_count(v, f"{sub_name}.{k}") for k, v in values.items()}
+            checked[sub_name] = {  # None: not overridden (what a settings model with optional fields gives)
+                k: _check_count(v, f"{sub_name}.{k}") for k, v in values.items() if v is not None
+            }
         return dict(topics or {}), checked
 
     async def start(
@@ -197,11 +199,14 @@ class App:
         try:
             for sub in self.subscriptions:
                 prefetch = checked.get(sub.name, {}).get("prefetch", sub.prefetch)
-                consumer = broker.topic(topic_map.get(sub.topic, sub.topic)).consumer(
-                    sub.group, prefetch=prefetch
+                plan.consumers.append(
+                    broker.topic(topic_map.get(sub.topic, sub.topic)).consumer(sub.group, prefetch=prefetch)
                 )
-                await consumer.open()
-                plan.consumers.append(consumer)
+            # joined together: a group join can take seconds (a Kafka rebalance), once for all of them
+            opened = await asyncio.gather(*(c.open() for c in plan.consumers), return_exceptions=True)
+            for outcome in opened:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             await self._bind(plan)
         except BaseException:
             await _close(plan.consumers, plan.producers)

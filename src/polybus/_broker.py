@@ -8,17 +8,22 @@ Imports core modules only.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any, ClassVar, Self
 
 from polybus._adapter_settings import AdapterSettings
 from polybus._capabilities import Capabilities
+from polybus._errors import ConfigurationError, MessageTooLargeError, NotFoundError, PolybusError
 from polybus._message import Message
 from polybus._producer import Producer
-from polybus._reply import Inbox, TopicInbox
+from polybus._reply import INBOX_PREFIX, Inbox, TopicInbox
 from polybus._resource import AsyncResource
 from polybus._topic import Topic, check_name
 
 __all__ = ["Broker"]
+
+log = logging.getLogger("polybus")
 
 REPLY_PRODUCERS = 32
 """Producers the emulated reply path keeps open, one per recent reply address."""
@@ -84,30 +89,55 @@ class Broker(AsyncResource):
     async def reply(self, address: str, message: Message) -> None:
         """Send ``message`` to the inbox at ``address`` (a request's ``polybus-reply-to`` header).
 
-        Returns once the broker took it; a reply to an inbox that is gone is dropped by the broker
-        or left on its topic, never an error the responder must handle.
+        Returns once the broker took it. A reply to an inbox that is gone is dropped (logged at debug
+        level), never an error the responder must handle; an address that is no inbox address of
+        this broker raises :class:`~polybus.ConfigurationError` (a request cannot make a responder
+        send to an arbitrary topic).
         """
         self._check_open()
+        limit = self.capabilities.max_message_size
+        if limit is not None and not message.fits(limit):
+            raise MessageTooLargeError(message.size, limit, topic=address)
         await self._reply(address, message)
 
     def _inbox(self) -> Inbox:
-        """Adapters with a native reply path: their own :class:`~polybus.adapter.Inbox`."""
+        """Adapters with a native reply path: their own :class:`~polybus.adapter.PushInbox`."""
         return TopicInbox(self)
 
     async def _reply(self, address: str, message: Message) -> None:
         """Adapters with a native reply path: send ``message`` to ``address``.
 
-        The emulation sends to the inbox's topic, keeping producers for the last few addresses.
+        The emulation sends to the inbox's topic, keeping producers for the last few addresses. It
+        never creates that topic: before the first reply to an address it checks that the topic
+        exists, and a send that finds it deleted drops the reply.
         """
+        if not address.startswith(INBOX_PREFIX):
+            raise ConfigurationError(
+                f"{address!r} is not an inbox address (they start with {INBOX_PREFIX!r})"
+            )
         producers = self._reply_producers
         producer = producers.pop(address, None)
         if producer is None:
-            producer = self.topic(address).producer()
+            topic = self.topic(address)
+            try:
+                await topic.stats()  # the cheapest portable "does it exist?"
+            except NotFoundError:
+                log.debug("reply to %r dropped: that inbox is closed", address)
+                return
+            producer = topic.producer()
             if len(producers) >= REPLY_PRODUCERS:
                 oldest = next(iter(producers))
-                await producers.pop(oldest).aclose()
+                with contextlib.suppress(PolybusError):
+                    await producers.pop(oldest).aclose()
         producers[address] = producer  # most recently used last
-        await producer.send_many([message])
+        try:
+            await producer.send_many([message])
+        except NotFoundError:
+            log.debug("reply to %r dropped: that inbox was closed", address)
+            if producers.get(address) is producer:
+                del producers[address]
+            with contextlib.suppress(PolybusError):
+                await producer.aclose()
 
     def _track(self, child: AsyncResource) -> None:
         self._children.add(child)

@@ -180,6 +180,15 @@ class Consumer(AsyncResource):
                     log.debug("could not ack %r, sent to group %r: %s", delivery, target, exc)
         return kept
 
+    def _receive_buffered(self) -> Delivery | None:
+        """The next delivery the last fetch brought, or ``None``: never waits, never fetches.
+
+        The runner's hot path: a plain call where ``receive`` costs a coroutine.
+        """
+        if self._buffer and not self._closed:
+            return self._hand_out()
+        return None
+
     def _hand_out(self) -> Delivery:
         delivery = self._buffer.popleft()
         self._unsettled[delivery] = None

@@ -145,15 +145,17 @@ async def run_consumer(
     stopped = stop.is_set
 
     async def worker() -> None:  # the hot path: no layer more than needed
-        receive = consumer.receive
+        receive, buffered = consumer.receive, consumer._receive_buffered
         while not stopped() and not consumer._closed:
-            try:
-                delivery = await receive(RECEIVE_POLL)
-            except PolybusError as exc:
-                if running():
-                    log.warning("receive from %r failed: %s; retrying", consumer, exc)
-                    await asyncio.sleep(0.5)
-                continue
+            delivery = buffered()
+            if delivery is None:
+                try:
+                    delivery = await receive(RECEIVE_POLL)
+                except PolybusError as exc:
+                    if running():
+                        log.warning("receive from %r failed: %s; retrying", consumer, exc)
+                        await asyncio.sleep(0.5)
+                    continue
             if delivery is None or stopped():
                 continue  # received as the stop came: left unsettled, handed back on close
             try:  # _handle, inlined: one coroutine less per message

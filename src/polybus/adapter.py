@@ -9,9 +9,11 @@ in small hooks. docs/writing-an-adapter.md walks through a whole minimal adapter
 What is here:
 
 - base classes and hooks: :class:`Broker` (``scheme``, ``capabilities``, ``display_url``,
-  ``_open``, ``_aclose``, ``_topic``; a native reply path: ``_inbox``, ``_reply``), :class:`Inbox`
-  (``_open``, ``_request``, ``_receive``, ``_aclose``), :class:`Topic` (``_ensure``, ``_delete``, ``_stats``,
-  ``_producer``, ``_consumer``, ``consumer_options``, ``producer_options``), :class:`Producer`
+  ``_open``, ``_aclose``, ``_topic``; a native reply path: ``_inbox``, ``_reply``),
+  :class:`PushInbox` (a native inbox: ``_open`` subscribes to the broker's reply path and
+  calls ``push()`` per reply; ``_aclose``; optional ``_request``), :class:`Inbox`,
+  :class:`Topic` (``_ensure``, ``_delete``, ``_stats``, ``_producer``, ``_consumer``,
+  ``consumer_options``, ``producer_options``), :class:`Producer`
   (``_publish``, optional ``_publish_bodies``), :class:`Consumer` (``_open``, ``_fetch``,
   ``_settle_native``, ``_release``, ``_interrupt``, optional ``_ack_batch``; for adapters:
   ``held()``, ``_take_acks()``, ``_flush_acks()``, ``_drop_buffered()``);
@@ -49,7 +51,7 @@ from polybus._message import (
 from polybus._producer import Producer
 from polybus._reconnect import Outage, ReconnectPolicy
 from polybus._registry import register_scheme
-from polybus._reply import REPLY_TO_HEADER, Inbox
+from polybus._reply import INBOX_PREFIX, REPLY_TO_HEADER, Inbox, PushInbox
 from polybus._settings import describe_error, redact_url, split_url, tls_context, url_options
 from polybus._topic import GroupStats, Start, Topic, TopicStats, check_name
 
@@ -58,6 +60,7 @@ __all__ = [
     "BYTES_HEADER_SIZE",
     "CONTENT_TYPE",
     "ID_HEADER",
+    "INBOX_PREFIX",
     "JSON",
     "REPLY_TO_HEADER",
     "TEXT",
@@ -76,6 +79,7 @@ __all__ = [
     "Outage",
     "Outcome",
     "Producer",
+    "PushInbox",
     "ReconnectPolicy",
     "Start",
     "Support",

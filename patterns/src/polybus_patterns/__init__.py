@@ -1,19 +1,33 @@
 """polybus-patterns: integration patterns written once on the polybus core interface.
 
 Depends on ``polybus`` only, never on an adapter, so every pattern works on every broker.
-The patterns themselves (retry, dead letter, idempotency, competing consumers, fan-out,
-request-reply) arrive with their own issue; this package holds their place in the workspace.
+
+- request-reply: :class:`Requester` (send a request, await its reply), :class:`RemoteError`
+  (the responder's handler raised), :class:`RequesterStats`.
+- fan-out: :func:`declare` a topology before traffic, :class:`RecipientList` /
+  :func:`send_to_all` to send one message to several topics (:class:`RecipientListError`).
+- failure handling: :class:`RetryPolicy` and the :func:`retry` middleware (backoff, then dead
+  letters per group), :class:`DeadLetters` (count, peek, replay to the group, purge).
 """
 
 from polybus_patterns._dead_letter import DeadLetter, dead_letter_topic
 from polybus_patterns._dead_letters import DeadLetters, dead_letter_groups
 from polybus_patterns._retry import RetryPolicy, retry
+from polybus_patterns.fan_out import RecipientList, RecipientListError, declare, send_to_all
+from polybus_patterns.request_reply import RemoteError, Requester, RequesterStats
 
-__all__: list[str] = [
+__all__ = [
     "DeadLetter",
     "DeadLetters",
+    "RecipientList",
+    "RecipientListError",
+    "RemoteError",
+    "Requester",
+    "RequesterStats",
     "RetryPolicy",
     "dead_letter_groups",
     "dead_letter_topic",
+    "declare",
     "retry",
+    "send_to_all",
 ]

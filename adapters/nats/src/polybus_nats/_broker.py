@@ -26,6 +26,7 @@ from polybus.adapter import (
     Broker,
     Capabilities,
     GroupStats,
+    Message,
     OptionsModel,
     Start,
     Support,
@@ -36,6 +37,7 @@ from polybus.adapter import (
 from polybus_nats._compat import RECONNECT_FOREVER, enable_reconnect
 from polybus_nats._consumer import NatsConsumer
 from polybus_nats._errors import boundary, translate
+from polybus_nats._inbox import NatsInbox, send_reply
 from polybus_nats._producer import NatsProducer
 from polybus_nats._publisher import Publisher
 from polybus_nats._settings import NatsSettings
@@ -65,6 +67,7 @@ def nats_capabilities(max_payload: int, settings: NatsSettings) -> Capabilities:
         backlog_stats=Support.NATIVE,
         max_message_size=min(settings.max_message_size, max_payload - HEADROOM),
         dedup_window=settings.duplicate_window,
+        request_reply=Support.NATIVE,
     )
 
 
@@ -235,6 +238,15 @@ class NatsBroker(Broker):
 
     def _topic(self, name: str) -> NatsTopic:
         return NatsTopic(self, name)
+
+    # -- replies (core NATS inbox subjects: see _inbox) ------------------------------------------
+
+    def _inbox(self) -> NatsInbox:
+        return NatsInbox(self)
+
+    async def _reply(self, address: str, message: Message) -> None:
+        await self.open()
+        await send_reply(self, address, message)
 
 
 class NatsTopic(Topic):

@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 
 import aio_pika
 import aio_pika.abc
+import aiormq.abc
 
 from polybus import BrokerConnectionError
-from polybus.adapter import Broker, Capabilities, Support
+from polybus.adapter import Broker, Capabilities, Message, Support
 from polybus_rabbitmq._compat import quiet_handled_errors, server_version, transport_alive
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translate, translating
+from polybus_rabbitmq._inbox import RabbitInbox, send_reply
 from polybus_rabbitmq._redeliver import Redeliverer
 from polybus_rabbitmq._settings import RabbitSettings
 from polybus_rabbitmq._topic import RabbitTopic
@@ -45,6 +47,7 @@ def _capabilities(settings: RabbitSettings) -> Capabilities:
         backlog_stats=Support.NATIVE,
         max_message_size=settings.max_message_size,
         group_send=Support.NATIVE,  # the group's queue, through the default exchange
+        request_reply=Support.NATIVE,
     )
 
 
@@ -72,6 +75,8 @@ class RabbitBroker(Broker):
         self.generation = 0
         """Incremented on every (re)connection; channels of an older generation are dead."""
         self.redeliverer = Redeliverer(self)
+        self._reply_channel: aio_pika.abc.AbstractChannel | None = None
+        self._reply_lock = asyncio.Lock()
         self.registry_lock = asyncio.Lock()
         """Serializes this process's use of group registries (their lock is held per connection)."""
 
@@ -88,6 +93,24 @@ class RabbitBroker(Broker):
 
     def _topic(self, name: str) -> RabbitTopic:
         return RabbitTopic(self, name)
+
+    # -- replies (direct reply-to: see _inbox) ----------------------------------------------------
+
+    def _inbox(self) -> RabbitInbox:
+        return RabbitInbox(self)
+
+    async def _reply(self, address: str, message: Message) -> None:
+        await send_reply(self, address, message)
+
+    async def reply_channel(self) -> aiormq.abc.AbstractChannel:
+        """The confirmed channel replies are published on (opened on first use, again after a loss)."""
+        channel = self._reply_channel
+        if channel is None or channel.is_closed:
+            async with self._reply_lock:
+                channel = self._reply_channel
+                if channel is None or channel.is_closed:
+                    channel = self._reply_channel = await self.channel(confirms=True)
+        return await channel.get_underlay_channel()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -178,6 +201,10 @@ class RabbitBroker(Broker):
 
     async def _aclose(self) -> None:
         await self.redeliverer.aclose()
+        reply_channel, self._reply_channel = self._reply_channel, None
+        if reply_channel is not None and not reply_channel.is_closed:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await reply_channel.close()
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*CONNECTION_ERRORS):

@@ -4,7 +4,9 @@ Outgoing: ``message_id`` = the polybus id, ``timestamp`` = send time (whole seco
 plus the exact time in milliseconds in header ``polybus-ts``, ``content_type`` = the ``content-type``
 header, ``delivery_mode`` = 2 (persistent), ``routing_key`` = the key, user headers as AMQP string
 headers, plus ``polybus-key`` (when a key is set) and ``polybus-attempt`` (on copies polybus re-sends
-for ``nack``). Incoming messages from any AMQP producer are mapped back; what they lack is filled in.
+for ``nack``). A request's reply address travels in the ``reply_to`` property; on receipt a direct
+reply-to address there becomes the delivery's ``polybus-reply-to`` header. Incoming messages from
+any AMQP producer are mapped back; what they lack is filled in.
 Imports pamqp and ``polybus.adapter`` only.
 """
 
@@ -19,10 +21,11 @@ from typing import Any
 
 from pamqp import commands as spec
 
-from polybus.adapter import CONTENT_TYPE, Message
+from polybus.adapter import CONTENT_TYPE, REPLY_TO_HEADER, Message
 
 __all__ = [
     "ATTEMPT_HEADER",
+    "DIRECT_REPLY_TO",
     "KEY_HEADER",
     "REGISTRY_SUFFIX",
     "TS_HEADER",
@@ -41,6 +44,9 @@ TS_HEADER = "polybus-ts"
 DELIVERY_COUNT = "x-delivery-count"
 _INTERNAL = frozenset({KEY_HEADER, ATTEMPT_HEADER, TS_HEADER})
 _BROKER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", DELIVERY_COUNT)
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+"""RabbitMQ's direct reply-to pseudo-queue; the server rewrites it into ``<it>.<token>`` per channel."""
 
 MAX_QUEUE_NAME = 255
 MAX_DELAY_MS = 2**32 - 1
@@ -150,6 +156,9 @@ class Incoming:
                 headers[name] = text
         if properties.content_type:
             headers[CONTENT_TYPE] = properties.content_type
+        reply_to = properties.reply_to
+        if reply_to and reply_to.startswith(DIRECT_REPLY_TO):  # a request of a polybus inbox
+            headers[REPLY_TO_HEADER] = reply_to
         self.headers = headers
         key = raw.get(KEY_HEADER)
         self.key: str | None = _text(key) if key is not None else None

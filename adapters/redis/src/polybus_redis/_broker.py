@@ -18,7 +18,18 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 
 from polybus import ConfigurationError, NotFoundError, PolybusError
-from polybus.adapter import Broker, Capabilities, GroupStats, Start, Support, Topic, TopicStats
+from polybus.adapter import (
+    INBOX_PREFIX,
+    Broker,
+    Capabilities,
+    GroupStats,
+    Message,
+    Start,
+    Support,
+    Topic,
+    TopicStats,
+    check_name,
+)
 from polybus_redis._connection import Command, Finisher, Reply, raise_lost_cancel, roundtrip
 from polybus_redis._consumer import RedisConsumer
 from polybus_redis._errors import ConnectionLost, translate
@@ -26,7 +37,7 @@ from polybus_redis._listener import RedisListener
 from polybus_redis._producer import RedisProducer
 from polybus_redis._scripts import ENSURE, SCRIPTS, STATS
 from polybus_redis._settings import ConsumerOptions, RedisSettings
-from polybus_redis._wire import PARKED, due_key
+from polybus_redis._wire import PARKED, due_key, xadd_command
 
 __all__ = ["RedisBroker", "RedisTopic"]
 
@@ -73,6 +84,19 @@ class RedisBroker(Broker):
 
     def _topic(self, name: str) -> RedisTopic:
         return RedisTopic(self, name)
+
+    async def _reply(self, address: str, message: Message) -> None:
+        """The core's emulated reply (the inbox is a stream), sent with ``XADD NOMKSTREAM``: a reply
+        to a closed inbox is dropped by Redis instead of bringing the inbox's stream back."""
+        if not address.startswith(INBOX_PREFIX):
+            raise ConfigurationError(
+                f"{address!r} is not an inbox address (they start with {INBOX_PREFIX!r})"
+            )
+        check_name(address, "inbox")
+        command = xadd_command(self.stream_key(address), message, existing_only=True)
+        (stored,) = await self.execute([command], what=f"reply to {address!r}")
+        if stored is None:
+            log.debug("reply to %r dropped: that inbox is closed", address)
 
     # -- connection ---------------------------------------------------------------------------
 

@@ -41,8 +41,12 @@ def due_key(stream: str) -> str:
     return f"polybus:due:{{{stream}}}"
 
 
-def xadd_command(stream: str, message: Message) -> bytes:
-    """The ``XADD`` command storing ``message`` as one entry of ``stream``, packed for the wire."""
+def xadd_command(stream: str, message: Message, *, existing_only: bool = False) -> bytes:
+    """The ``XADD`` command storing ``message`` as one entry of ``stream``, packed for the wire.
+
+    ``existing_only``: ``NOMKSTREAM``, the command stores nothing (and replies nil) when the stream
+    does not exist (replies to a closed inbox must not bring its stream back).
+    """
     fields: list[bytes] = [BODY, message.body, _ID, message.id.encode()]
     if message.key is not None:
         fields += (KEY, message.key.encode())
@@ -51,9 +55,12 @@ def xadd_command(stream: str, message: Message) -> bytes:
             name = _ESCAPE + name
         fields += (name.encode(), value.encode())
     stream_bytes = stream.encode()
-    parts = [
-        b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n" % (len(fields) + 3, len(stream_bytes), stream_bytes)
-    ]
+    if existing_only:
+        head = b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n"
+        parts = [head % (len(fields) + 4, len(stream_bytes), stream_bytes)]
+    else:
+        head = b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n"
+        parts = [head % (len(fields) + 3, len(stream_bytes), stream_bytes)]
     for field in fields:
         parts += (b"$%d\r\n" % len(field), field, b"\r\n")
     return b"".join(parts)

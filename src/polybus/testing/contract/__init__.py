@@ -40,6 +40,7 @@ from polybus.testing.contract._helpers import (
     one,
 )
 from polybus.testing.contract._options import OptionCases
+from polybus.testing.contract._reply import ReplyCases
 from polybus.testing.contract._resilience import ResilienceCases
 from polybus.testing.contract._secrets import SecretCases
 from polybus.testing.contract._settle import SettleCases
@@ -62,6 +63,7 @@ class BrokerContract(
     ErrorCases,
     ResilienceCases,
     SecretCases,
+    ReplyCases,
 ):
     """Subclass in a test module; provide a ``polybus_url`` fixture (the plugin has a default)."""
 

@@ -1,0 +1,7 @@
+"""``python -m polybus``: the ``polybus`` command."""
+
+import sys
+
+from polybus._cli import main
+
+sys.exit(main())
