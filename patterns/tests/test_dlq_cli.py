@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import subprocess
@@ -11,7 +12,7 @@ import urllib.parse
 
 import pydantic
 import pytest
-from polybus_patterns import DeadLetters, RetryPolicy, retry
+from polybus_patterns import DeadLetters, RetryPolicy, dead_letter_topic, retry
 
 import polybus
 from polybus._cli import main
@@ -102,6 +103,19 @@ def test_dlq_commands_on_every_broker(
     password = _password(service_url)
     if password:  # the URL has one: never printed
         assert f":{password}@" not in out + err
+    asyncio.run(_drop(service_url, topic))
+
+
+async def _drop(url: str, topic: str) -> None:
+    """Delete ``topic`` and its groups' dead-letter topics (shared brokers)."""
+    async with polybus.connect(url) as broker:
+        try:
+            groups = list((await broker.topic(topic).stats()).groups)
+        except polybus.PolybusError:
+            groups = []
+        for name in [*(dead_letter_topic(topic, g) for g in groups), topic]:
+            with contextlib.suppress(polybus.PolybusError):
+                await broker.topic(name).delete()
 
 
 def test_dlq_errors_exit_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,3 +146,4 @@ def test_dlq_as_a_process() -> None:
         [*command, "purge", url, topic, group, "--yes"], capture_output=True, text=True, timeout=60
     )
     assert purged.returncode == 1 and "no dead letters" in purged.stdout
+    asyncio.run(_drop(url, topic))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pydantic
 import pytest
@@ -61,6 +62,31 @@ async def _stop(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(task, 30)
 
 
+@pytest.fixture
+def scratch(service_url: str) -> Iterator[list[str]]:
+    """Topics a case made: deleted after it, with their groups' dead-letter topics (shared brokers)."""
+    names: list[str] = []
+    yield names
+
+    async def drop() -> None:
+        async with polybus.connect(service_url) as broker:
+            for name in names:
+                await drop_topics(broker, name)
+
+    asyncio.run(asyncio.wait_for(drop(), 60))
+
+
+async def drop_topics(broker: polybus.Broker, topic: str) -> None:
+    """Delete ``topic`` and the dead-letter topic of each of its groups; what is gone already is fine."""
+    try:
+        groups = list((await broker.topic(topic).stats()).groups)
+    except polybus.PolybusError:
+        groups = []
+    for name in [*(dead_letter_topic(topic, g) for g in groups), topic]:
+        with contextlib.suppress(polybus.PolybusError):
+            await broker.topic(name).delete()
+
+
 def test_policy_delays_grow_cap_and_spread() -> None:
     policy = RetryPolicy(max_attempts=4, first_delay=0.2, multiplier=2.0, max_delay=30.0, jitter=0.1)
     for attempt, base in [(1, 0.2), (2, 0.4), (3, 0.8), (10, 30.0)]:
@@ -90,11 +116,12 @@ def test_dead_letter_topic_names_are_portable_and_distinct() -> None:
 
 
 async def test_fails_k_times_then_succeeds_with_the_policy_gaps(
-    service_url: str, service_broker: str
+    service_url: str, service_broker: str, scratch: list[str]
 ) -> None:
     k = 2
     policy = RetryPolicy(max_attempts=4, first_delay=0.5, multiplier=2.0, max_delay=30.0, jitter=0.0)
     topic = unique_name("retry-k")
+    scratch.append(topic)
     runs: list[float] = []
     processed: list[str] = []
     app = polybus.App(middlewares=[retry(policy)])
@@ -125,12 +152,13 @@ async def test_fails_k_times_then_succeeds_with_the_policy_gaps(
 
 
 async def test_one_poison_message_reaches_the_dlq_after_max_attempts_and_holds_nothing_up(
-    service_url: str, scaled: Callable[[int], int]
+    service_url: str, scaled: Callable[[int], int], scratch: list[str]
 ) -> None:
     # scaled twice where volumes are scaled (SQS on moto consumes ~40 messages/s): 100 there
     n = scaled(scaled(10_000))
     policy = RetryPolicy(max_attempts=3, first_delay=2.0, multiplier=1.0, max_delay=2.0, jitter=0.0)
     topic = unique_name("poison")
+    scratch.append(topic)
     poison_runs: list[float] = []
     done: dict[int, float] = {}
     cured: list[int] = []  # the poison's attempt once it is replayed and handled
@@ -182,9 +210,12 @@ async def test_one_poison_message_reaches_the_dlq_after_max_attempts_and_holds_n
             await _stop(stop, task)
 
 
-async def test_malformed_payloads_are_dead_lettered_at_once_with_the_reason(service_url: str) -> None:
+async def test_malformed_payloads_are_dead_lettered_at_once_with_the_reason(
+    service_url: str, scratch: list[str]
+) -> None:
     policy = RetryPolicy(max_attempts=5, first_delay=0.2, jitter=0.0)
     topic = unique_name("malformed")
+    scratch.append(topic)
     good: list[int] = []
     app = polybus.App(middlewares=[retry(policy)])
 
@@ -214,10 +245,11 @@ async def test_malformed_payloads_are_dead_lettered_at_once_with_the_reason(serv
 
 
 async def test_replay_sends_back_to_the_failing_group_only_and_purge_removes_what_it_says(
-    service_url: str, scaled: Callable[[int], int]
+    service_url: str, scaled: Callable[[int], int], scratch: list[str]
 ) -> None:
     n = scaled(1000)
     topic = unique_name("replay")
+    scratch.append(topic)
     failing = True
     billing: collections.Counter[str] = collections.Counter()
     email: collections.Counter[str] = collections.Counter()
@@ -268,9 +300,12 @@ async def test_replay_sends_back_to_the_failing_group_only_and_purge_removes_wha
             await _stop(stop, task)
 
 
-async def test_a_request_given_up_on_is_dead_lettered_then_answered_with_an_error(service_url: str) -> None:
+async def test_a_request_given_up_on_is_dead_lettered_then_answered_with_an_error(
+    service_url: str, scratch: list[str]
+) -> None:
     policy = RetryPolicy(max_attempts=2, first_delay=0.2, jitter=0.0)
     topic = unique_name("quotes")
+    scratch.append(topic)
     runs: list[int] = []
     app = polybus.App(middlewares=[retry(policy)])
 

@@ -107,7 +107,8 @@ async def _list(broker: polybus.Broker, topic: str | None, group: str | None) ->
         count = await dead.count()
         total += count
         if not count:
-            print(f"  {t}/{g}: 0")
+            if topic is not None:  # asked about this topic: say its groups have none
+                print(f"  {t}/{g}: 0")
             continue
         letters = await dead.peek(limit=min(count, SCAN_LIMIT))
         times = sorted(x.failed_at for x in letters if x.failed_at is not None)
