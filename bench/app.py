@@ -9,7 +9,10 @@ drains them one way, timing from the first receive to the last ack:
 - ``bare``: ``consumer.receive()`` + ``delivery.ack()``, the body left undecoded;
 - ``bare+decode``: the same loop, ``Order.model_validate_json`` on each body (what the App does);
 - ``app``: ``@app.subscribe(...) async def handle(order: Order) -> None``, concurrency 1, run by
-  ``App.run`` (decode, call, ack, through the runner).
+  ``App.run`` (decode, call, ack, through the runner);
+- ``app+retry``: the same App with ``polybus_patterns.retry(RetryPolicy())`` (and, where
+  polybus-patterns has it, ``idempotent(MemoryStore())`` too: ``app+retry+idem``); no handler fails,
+  so this is the middleware's cost on the happy path.
 
 Rounds rotate which one goes first; the table shows the median rate of each and the ratio app/bare.
 The broker URL comes from ``--url``, else is found or started by ``polybus.testing.provision``.
@@ -67,11 +70,28 @@ async def bare(broker: polybus.Broker, messages: int, decode: bool) -> float:
     return messages / took
 
 
-async def app(broker: polybus.Broker, messages: int) -> float:
+def _middlewares(idem: bool) -> list[polybus.Middleware]:
+    import polybus_patterns as patterns
+
+    chosen = [patterns.retry(patterns.RetryPolicy())]
+    if idem:
+        chosen.append(patterns.idempotent(patterns.MemoryStore()))  # type: ignore[attr-defined]
+    return chosen
+
+
+def _has_idempotent() -> bool:
+    import polybus_patterns as patterns
+
+    return hasattr(patterns, "idempotent") and hasattr(patterns, "MemoryStore")
+
+
+async def app(
+    broker: polybus.Broker, messages: int, middlewares: list[polybus.Middleware] | None = None
+) -> float:
     name = unique_name("bench-app")
     done = asyncio.Event()
     count = 0
-    service = polybus.App()
+    service = polybus.App(middlewares=middlewares or [])
 
     @service.subscribe(name, group="g")
     async def handle(order: Order) -> None:
@@ -100,13 +120,17 @@ async def measure(url: str, messages: int, repeat: int) -> dict[str, list[float]
         "bare": lambda b: bare(b, messages, decode=False),
         "bare+decode": lambda b: bare(b, messages, decode=True),
         "app": lambda b: app(b, messages),
+        "app+retry": lambda b: app(b, messages, _middlewares(idem=False)),
     }
+    if _has_idempotent():
+        kinds["app+retry+idem"] = lambda b: app(b, messages, _middlewares(idem=True))
     rates: dict[str, list[float]] = {k: [] for k in kinds}
     order = list(kinds)
     async with polybus.connect(url) as broker:
         await kinds["bare"](broker)  # warm up (connections, caches)
         for round_ in range(repeat):
-            for kind in order[round_ % 3 :] + order[: round_ % 3]:
+            turn = round_ % len(order)
+            for kind in order[turn:] + order[:turn]:
                 rates[kind].append(await kinds[kind](broker))
     return rates
 
@@ -123,10 +147,13 @@ def main() -> None:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     brokers = args.broker or ["memory", "redis"]
     print(f"{args.messages} messages per run, median of {args.repeat} runs (msg/s, {args.clock} clock)\n")
+    extra = ["app+retry", "app+retry+idem"] if _has_idempotent() else ["app+retry"]
     print(
-        "| broker | bare receive+ack | bare + decode | App, typed handler | App / bare | App / bare+decode |"
+        "| broker | bare receive+ack | bare + decode | App, typed handler | App / bare | App / bare+decode | "
+        + " | ".join(f"{k} | {k} / App" for k in extra)
+        + " |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|" + "---|---|" * len(extra))
     for name in brokers:
         if args.url:
             url = args.url
@@ -140,7 +167,9 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in rates.items()}
         print(
             f"| {name} | {med['bare']:,.0f} | {med['bare+decode']:,.0f} | {med['app']:,.0f} | "
-            f"{med['app'] / med['bare']:.2f}x | {med['app'] / med['bare+decode']:.2f}x |"
+            f"{med['app'] / med['bare']:.2f}x | {med['app'] / med['bare+decode']:.2f}x | "
+            + " | ".join(f"{med[k]:,.0f} | {med[k] / med['app']:.2f}x" for k in extra)
+            + " |"
         )
 
 

@@ -121,6 +121,7 @@ HOOKS = {
     "_open", "_aclose", "_topic", "_ensure", "_delete", "_stats", "_producer", "_consumer", "_publish",
     "_publish_bodies", "_fetch", "_settle_native", "_release", "_interrupt", "_ack_batch", "_take_acks",
     "_flush_acks", "_drop_buffered", "_check_open", "_inbox", "_reply", "_request", "_receive",
+    "_send_to_group",
 }  # fmt: skip
 BASES = [
     "_resource.py", "_broker.py", "_topic.py", "_producer.py", "_consumer.py", "_delivery.py", "_reply.py",

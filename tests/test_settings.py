@@ -75,10 +75,8 @@ def test_describe_error_scrubs_the_password() -> None:
 def test_capabilities_require() -> None:
     caps = polybus.connect("memory://").capabilities
     assert caps.require("delayed_nack") is polybus.Support.NATIVE
-    with pytest.raises(
-        polybus.UnsupportedCapabilityError, match="RetryPolicy needs capability 'dead_letter'"
-    ):
-        caps.require("dead_letter", need="RetryPolicy")
+    with pytest.raises(polybus.UnsupportedCapabilityError, match="PriorityQueue needs capability 'priority'"):
+        caps.require("priority", need="PriorityQueue")
     with pytest.raises(ValueError, match="not a capability"):
         caps.require("max_message_size")
     assert caps.table()["max_message_size"] == str(1024 * 1024)

@@ -30,7 +30,7 @@ from polybus._errors import (
     UnknownSchemeError,
     UnsupportedCapabilityError,
 )
-from polybus._message import CONTENT_TYPE, ID_HEADER, Message
+from polybus._message import CONTENT_TYPE, GROUP_HEADER, ID_HEADER, RESEND_HEADER, Message
 from polybus._producer import Producer
 from polybus._reconnect import ReconnectPolicy
 from polybus._registry import connect, installed_schemes
@@ -54,8 +54,10 @@ __all__ = [
     "CORRELATION_HEADER",
     "ERROR_HEADER",
     "ERROR_TYPE_HEADER",
+    "GROUP_HEADER",
     "ID_HEADER",
     "REPLY_TO_HEADER",
+    "RESEND_HEADER",
     "App",
     "Broker",
     "BrokerConnectionError",

@@ -44,7 +44,10 @@ class Capabilities:
     delivery_count: Support
     """``Delivery.attempt`` counts deliveries of the same message."""
     dead_letter: Support
-    """The broker can route rejected or exhausted messages to a dead-letter destination."""
+    """Dead letters kept per group, to read and replay: ``native`` where the broker itself moves
+    rejected or too often received messages to a dead-letter queue (SQS with ``dead_letter_after``),
+    ``emulated`` where polybus keeps them in a dead-letter topic per group (``polybus_patterns``'
+    ``retry`` and ``DeadLetters``, on every broker). See docs/failure-handling.md."""
     replay: Support
     """A new group can read messages sent before it existed."""
     priority: Support
@@ -65,7 +68,10 @@ class Capabilities:
     """Replies reach a requester's inbox by the broker's own reply path (``native``) or through a
     topic per inbox that the core creates and deletes (``emulated``, the default for every adapter).
     """
-    """Seconds during which re-sent ids are dropped, where ``dedup`` is supported."""
+    group_send: Support = Support.EMULATED
+    """``Topic.send_to_group`` reaches one group of a topic by the broker's own routing (``native``:
+    the group's queue) or by a ``polybus-group`` header that the other groups' consumers ack unseen
+    (``emulated``, the default for every adapter)."""
 
     def require(self, name: str, *, broker: str = "this broker", need: str = "") -> Support:
         """Return the support level of ``name``; raise if it is unsupported.

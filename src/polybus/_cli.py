@@ -1,9 +1,10 @@
-"""The ``polybus`` command line: ``run``, ``demo``, ``capabilities`` and ``brokers``.
+"""The ``polybus`` command line: ``run``, ``demo``, ``capabilities``, ``brokers`` and ``dlq``.
 
 ``polybus run module:app`` reads :class:`~polybus.ServiceSettings` (options, environment, TOML file),
 then serves the App in this process (:mod:`polybus._run`) or, with ``--processes N``, supervises N
 worker processes (:mod:`polybus._supervisor`). Imports the public API and those two modules;
-broker provisioning (test tooling) is imported only by ``brokers``.
+broker provisioning (test tooling) is imported only by ``brokers``; ``dlq`` lives in
+:mod:`polybus._cli_dlq` (it imports polybus-patterns when it runs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 
 import polybus
+from polybus._cli_dlq import add_dlq_parser, run_dlq
 
 __all__ = ["main"]
 
@@ -42,12 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     caps.add_argument("--url", default=os.environ.get("POLYBUS_URL", "memory://"), help="broker URL")
     brokers = sub.add_parser("brokers", help="find, start (up) or stop (down) local brokers for tests")
     brokers.add_argument("args", nargs=argparse.REMAINDER, help="[status|up|down] [KIND...]")
+    add_dlq_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``polybus`` command."""
     args = _parser().parse_args(argv)
+    if args.command == "dlq":
+        return run_dlq(args)
     try:
         if args.command == "run":
             return _run(args)

@@ -15,8 +15,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
+from polybus._capabilities import Support
 from polybus._delivery import Delivery, Outcome
 from polybus._errors import ClosedError, PolybusError
+from polybus._message import GROUP_HEADER
 from polybus._resource import AsyncResource
 
 if TYPE_CHECKING:
@@ -61,6 +63,9 @@ class Consumer(AsyncResource):
         self._fetch_lock = asyncio.Lock()
         self._queued_acks: list[Delivery] = []
         self._ack_flusher_task: asyncio.Task[None] | None = None
+        self._sorts_groups = True  # decided on open, from the broker's group_send capability
+        self.skipped = 0
+        """Deliveries sent to another group with ``Topic.send_to_group``, acked here unseen."""
 
     def __repr__(self) -> str:
         group = f" group={self.group!r}" if self.group else " (no group)"
@@ -71,7 +76,10 @@ class Consumer(AsyncResource):
         if not self._opened:
             await self.topic.ensure()
         await super().open()
-        self.topic.broker._track(self)
+        broker = self.topic.broker
+        broker._track(self)
+        # with a native route to one group, no delivery carries the header: skip the scan
+        self._sorts_groups = broker.capabilities.group_send is not Support.NATIVE
 
     @property
     def in_flight(self) -> int:
@@ -144,9 +152,33 @@ class Consumer(AsyncResource):
                 await self._fetch_lock.acquire()  # free: no timeout needed
             try:
                 if not self._buffer and not self._closed:
-                    self._buffer.extend(await self._fetch(room, wait))
+                    batch = await self._fetch(room, wait)
+                    if self._sorts_groups:
+                        for delivery in batch:  # one dict lookup per delivery; rarely more
+                            if GROUP_HEADER in delivery.headers:
+                                batch = await self._keep_own(batch)
+                                break
+                    self._buffer.extend(batch)
             finally:
                 self._fetch_lock.release()
+
+    async def _keep_own(self, batch: list[Delivery]) -> list[Delivery]:
+        """The deliveries of ``batch`` for this group (the group header removed); ack the others unseen."""
+        kept: list[Delivery] = []
+        for delivery in batch:
+            target = delivery.headers.get(GROUP_HEADER)
+            if target is None:
+                kept.append(delivery)
+            elif target == self.group:
+                del delivery.headers[GROUP_HEADER]
+                kept.append(delivery)
+            else:  # for another group (a listener takes none): settled here, never handed out
+                self.skipped += 1
+                try:
+                    await delivery.ack()
+                except PolybusError as exc:  # it comes back, and is skipped again
+                    log.debug("could not ack %r, sent to group %r: %s", delivery, target, exc)
+        return kept
 
     def _receive_buffered(self) -> Delivery | None:
         """The next delivery the last fetch brought, or ``None``: never waits, never fetches.

@@ -129,7 +129,7 @@ class MemoryBroker(Broker):
             ordering_per_key=Support.NATIVE,
             delayed_nack=Support.NATIVE,
             delivery_count=Support.NATIVE,
-            dead_letter=Support.UNSUPPORTED,
+            dead_letter=Support.EMULATED,  # dead letters per group: polybus_patterns, from a topic
             replay=Support.UNSUPPORTED,
             priority=Support.UNSUPPORTED,
             dedup=Support.UNSUPPORTED,

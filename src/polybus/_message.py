@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -24,18 +25,29 @@ from polybus._errors import DecodeError, EncodeError
 __all__ = [
     "BYTES_HEADER_SIZE",
     "CONTENT_TYPE",
+    "GROUP_HEADER",
     "ID_HEADER",
+    "RESEND_HEADER",
     "Message",
     "decode_body",
     "encode_body",
     "messages_of",
     "new_message_id",
+    "resend_mark",
 ]
 
 CONTENT_TYPE = "content-type"
 """Header naming the body's content type (``application/json``, ``text/plain; charset=utf-8``...)."""
 ID_HEADER = "polybus-id"
 """Header carrying the message id on brokers that have no native id field of their own."""
+RESEND_HEADER = "polybus-resend"
+"""Header marking a deliberate re-send of a message id (a redrive, a dead letter): a value unique to
+that send. Brokers that drop re-sent ids (capability ``dedup``) de-duplicate on the id and this value
+together, so the re-send is stored while a retry of the same send is still dropped."""
+GROUP_HEADER = "polybus-group"
+"""Header naming the one group a message sent with ``Topic.send_to_group`` is for, where the broker
+has no route to one group (capability ``group_send`` emulated): the consumers of every other group
+ack it unseen, and the named group's consumers hand it out without the header."""
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -145,6 +157,11 @@ def messages_of(items: Iterable[Any], limit: int | None) -> tuple[list[Message],
                 too_large = m
         messages.append(m)
     return messages, too_large
+
+
+def resend_mark() -> str:
+    """A new value for :data:`RESEND_HEADER`."""
+    return uuid.uuid4().hex[:16]
 
 
 def check_headers(headers: dict[Any, Any]) -> dict[str, str]:

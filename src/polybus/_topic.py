@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from polybus._adapter_settings import NoOptions, OptionsModel, validate_options
 from polybus._errors import ConfigurationError
+from polybus._message import GROUP_HEADER, RESEND_HEADER, Message, resend_mark
 
 if TYPE_CHECKING:
     from polybus._broker import Broker
@@ -91,6 +93,43 @@ class Topic:
         """Backlog (and in-flight counts) per group, where the broker can tell."""
         await self.broker.open()
         return await self._stats()
+
+    async def send_to_group(self, group: str, messages: Iterable[Message]) -> list[str]:
+        """Send ``messages`` to ``group`` of this topic only; return their ids once the broker confirmed.
+
+        Each carries :data:`~polybus.RESEND_HEADER`: a broker that drops re-sent ids keeps these.
+
+        No other group of the topic, and no group-less listener, receives them. Each message keeps its
+        id, key and headers (redrive of dead letters relies on it). The group should exist: like any
+        message, one sent before its group was created reaches nobody. Where the broker can route to
+        one group (capability ``group_send`` native) it does; elsewhere the message goes to the topic
+        with the header :data:`~polybus.GROUP_HEADER` and the consumers of the other groups ack it
+        without handing it out.
+        """
+        check_name(group, "group")
+        batch = list(messages)
+        for message in batch:
+            if not isinstance(message, Message):
+                raise ConfigurationError(
+                    f"send_to_group takes polybus.Message objects, got a {type(message).__name__}"
+                )
+        if not batch:
+            return []
+        mark = resend_mark()  # a deliberate re-send of these ids: not a duplicate on dedup brokers
+        batch = [Message(m.body, {**m.headers, RESEND_HEADER: mark}, m.key, m.id, m.timestamp) for m in batch]
+        await self.broker.open()
+        return await self._send_to_group(group, batch)
+
+    async def _send_to_group(self, group: str, messages: list[Message]) -> list[str]:
+        """Adapters, optional: route ``messages`` to ``group``'s own queue (declare ``group_send`` native).
+
+        The default sends them to the topic tagged with :data:`~polybus.GROUP_HEADER`.
+        """
+        tagged = [
+            Message(m.body, {**m.headers, GROUP_HEADER: group}, m.key, m.id, m.timestamp) for m in messages
+        ]
+        async with self.producer() as producer:
+            return await producer.send_many(tagged)
 
     def producer(self, **options: Any) -> Producer:
         """A producer for this topic; use it as an async context manager.

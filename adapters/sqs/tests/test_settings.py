@@ -53,7 +53,8 @@ def test_invalid_option_is_a_configuration_error_without_the_secret(caplog: pyte
 def test_capabilities_follow_the_settings() -> None:
     plain = SqsBroker.from_url("sqs://h:1")
     fifo = SqsBroker.from_url("sqs://h:1?fifo=true&dead_letter_after=3&max_message_size=1048576")
-    assert not plain.capabilities.ordering_per_key and not plain.capabilities.dead_letter
+    assert not plain.capabilities.ordering_per_key
+    assert plain.capabilities.dead_letter is polybus.Support.EMULATED  # polybus_patterns: a topic per group
     assert plain.capabilities.max_message_size == 256 * 1024
     assert fifo.capabilities.ordering_per_key and fifo.capabilities.dedup and fifo.capabilities.dead_letter
     assert fifo.capabilities.max_message_size == 1024 * 1024

@@ -6,11 +6,15 @@ Depends on ``polybus`` only, never on an adapter, so every pattern works on ever
   (the responder's handler raised), :class:`RequesterStats`.
 - fan-out: :func:`declare` a topology before traffic, :class:`RecipientList` /
   :func:`send_to_all` to send one message to several topics (:class:`RecipientListError`).
+- failure handling: :class:`RetryPolicy` and the :func:`retry` middleware (backoff, then dead
+  letters per group), :class:`DeadLetters` (count, peek, replay to the group, purge).
 - the idempotent consumer: :func:`idempotent` with a :class:`MemoryStore`, :class:`RedisStore` or
   :class:`PostgresStore` (or any :class:`IdempotencyStore`); the stores' drivers are optional
   extras (``polybus-patterns[redis]``, ``[postgres]``), imported when a store is created.
 """
 
+from polybus_patterns._dead_letter import DeadLetter, dead_letter_topic
+from polybus_patterns._dead_letters import DeadLetters, dead_letter_groups
 from polybus_patterns._idempotency import (
     Claim,
     ClaimLostError,
@@ -23,6 +27,7 @@ from polybus_patterns._idempotency import (
 )
 from polybus_patterns._postgres_store import PostgresStore
 from polybus_patterns._redis_store import RedisStore
+from polybus_patterns._retry import RetryPolicy, retry
 from polybus_patterns.fan_out import RecipientList, RecipientListError, declare, send_to_all
 from polybus_patterns.request_reply import RemoteError, Requester, RequesterStats
 
@@ -30,6 +35,8 @@ __all__ = [
     "Claim",
     "ClaimLostError",
     "ClaimState",
+    "DeadLetter",
+    "DeadLetters",
     "IdempotencyStore",
     "IdempotencyStoreError",
     "MemoryStore",
@@ -40,8 +47,12 @@ __all__ = [
     "RemoteError",
     "Requester",
     "RequesterStats",
+    "RetryPolicy",
     "current_claim",
+    "dead_letter_groups",
+    "dead_letter_topic",
     "declare",
     "idempotent",
+    "retry",
     "send_to_all",
 ]

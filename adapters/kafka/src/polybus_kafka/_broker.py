@@ -20,18 +20,19 @@ from aiokafka import errors as kerrors
 
 from polybus import (
     Broker,
+    BrokerConnectionError,
     Capabilities,
     NotFoundError,
     PolybusError,
     Support,
     Topic,
 )
-from polybus.adapter import GroupStats, Start, TopicStats
+from polybus.adapter import GroupStats, Message, Start, TopicStats
 from polybus_kafka._admin import KafkaAdmin
 from polybus_kafka._compat import forget_topics, track_topic
 from polybus_kafka._consumer import KafkaConsumer
 from polybus_kafka._errors import translated
-from polybus_kafka._producer import KafkaProducer
+from polybus_kafka._producer import KafkaProducer, publish
 from polybus_kafka._settings import KafkaSettings
 from polybus_kafka._tansu import Tansu, is_tansu
 from polybus_kafka._wire import retry_topic
@@ -73,12 +74,13 @@ class KafkaBroker(Broker):
             key_affinity=Support.NATIVE,  # a key's partition has one owner in the group at a time
             delayed_nack=Support.EMULATED,
             delivery_count=Support.EMULATED,
-            dead_letter=Support.UNSUPPORTED,
+            dead_letter=Support.EMULATED,  # dead letters per group: polybus_patterns, from a topic
             replay=Support.NATIVE,
             priority=Support.UNSUPPORTED,
             dedup=Support.UNSUPPORTED,
             backlog_stats=Support.NATIVE,
             max_message_size=settings.max_message_size,
+            group_send=Support.NATIVE,  # the group's own retry topic, read by that group only
         )
         self._admin: KafkaAdmin | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -331,6 +333,23 @@ class KafkaTopic(Topic):
             out[group] = GroupStats(backlog=backlog, in_flight=None)
         messages = sum(max(0, ends[tp] - starts.get(tp, 0)) for tp in main)
         return TopicStats(topic=self.name, groups=out, messages=messages)
+
+    async def _send_to_group(self, group: str, messages: list[Message]) -> list[str]:
+        # natively: the group's retry topic, which that group alone reads; no due time (due now) and
+        # no attempt header (attempt 1), so the broker counts the re-sent message's attempts afresh
+        broker, s = self.broker, self.broker.settings
+        retry = retry_topic(self.name, group)
+        broker.use(retry)
+        try:
+            await broker.create_topic(retry, s.retry_partitions or s.partitions)
+            await s.reconnect.run(
+                lambda: publish(broker, retry, messages),
+                retry_on=(BrokerConnectionError,),
+                what=f"sending to group {group!r} of {self.name!r}",
+            )
+        finally:
+            broker.release(retry)
+        return [m.id for m in messages]
 
     def _producer(self, options: Any) -> KafkaProducer:
         return KafkaProducer(self)

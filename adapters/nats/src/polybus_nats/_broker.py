@@ -60,7 +60,7 @@ def nats_capabilities(max_payload: int, settings: NatsSettings) -> Capabilities:
         ordering_per_key=Support.NATIVE,
         delayed_nack=Support.NATIVE,
         delivery_count=Support.NATIVE,
-        dead_letter=Support.UNSUPPORTED,
+        dead_letter=Support.EMULATED,  # dead letters per group: polybus_patterns, from a topic
         replay=Support.NATIVE if settings.retention == "limits" else Support.UNSUPPORTED,
         priority=Support.UNSUPPORTED,
         dedup=Support.NATIVE,

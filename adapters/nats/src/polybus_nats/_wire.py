@@ -3,7 +3,8 @@
 - body: the JetStream payload, unchanged.
 - headers: the polybus headers (``content-type`` and the sender's own) as NATS headers, plus
   ``Nats-Msg-Id: <message id>`` (the server de-duplicates re-sends on it) and, when the message
-  has one, ``polybus-key: <key>``.
+  has one, ``polybus-key: <key>``. A deliberate re-send of an id (``polybus-resend``, set by
+  ``send_to_group`` and the dead letters) has ``Nats-Msg-Id: <id>:<resend>`` and ``polybus-id: <id>``.
 - on receipt, ``Nats-*`` headers (NATS' own) and ``polybus-key`` are removed from ``headers``; the id
   is ``Nats-Msg-Id`` (or ``<stream>:<sequence>`` for a message sent without one), ``attempt`` the
   consumer's delivery count and ``timestamp`` the time the server stored the message, both read
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from polybus import Message
+from polybus import ID_HEADER, RESEND_HEADER, Message
 
 __all__ = [
     "HEADROOM",
@@ -37,7 +38,12 @@ _HEADER_LINE = len("NATS/1.0\r\n") + len("\r\n")
 def wire_headers(message: Message) -> dict[str, str]:
     """The NATS headers that carry ``message``."""
     headers = dict(message.headers)
-    headers[MSG_ID_HEADER] = message.id
+    resend = headers.get(RESEND_HEADER)
+    if resend is None:
+        headers[MSG_ID_HEADER] = message.id
+    else:  # a deliberate re-send (a redrive): its own de-duplication key, the id in polybus-id
+        headers[MSG_ID_HEADER] = f"{message.id}:{resend}"
+        headers[ID_HEADER] = message.id
     if message.key is not None:
         headers[KEY_HEADER] = message.key
     return headers
@@ -53,15 +59,17 @@ def user_headers(headers: dict[str, str] | None) -> tuple[dict[str, str], str | 
     if not headers:
         return {}, None, None
     out: dict[str, str] = {}
-    key = msg_id = None
+    key = msg_id = polybus_id = None
     for name, value in headers.items():
         if name == KEY_HEADER:
             key = value
         elif name == MSG_ID_HEADER:
             msg_id = value
+        elif name == ID_HEADER:
+            polybus_id = value
         elif not name.startswith("Nats-"):
             out[name] = value
-    return out, key, msg_id
+    return out, key, polybus_id or msg_id
 
 
 class AckInfo(NamedTuple):

@@ -40,12 +40,13 @@ def _capabilities(settings: RabbitSettings) -> Capabilities:
         ordering_per_key=Support.NATIVE,
         delayed_nack=Support.EMULATED,
         delivery_count=counted,
-        dead_letter=Support.UNSUPPORTED,
+        dead_letter=Support.EMULATED,  # dead letters per group: polybus_patterns, from a topic
         replay=Support.UNSUPPORTED,
         priority=Support.UNSUPPORTED,
         dedup=Support.UNSUPPORTED,
         backlog_stats=Support.NATIVE,
         max_message_size=settings.max_message_size,
+        group_send=Support.NATIVE,  # the group's queue, through the default exchange
         request_reply=Support.NATIVE,
     )
 

@@ -39,8 +39,10 @@ class RabbitProducer(Producer):
 
     topic: RabbitTopic
 
-    def __init__(self, topic: RabbitTopic) -> None:
+    def __init__(self, topic: RabbitTopic, queue: str | None = None) -> None:
         super().__init__(topic)
+        self._queue = queue
+        """A group's queue to publish to through the default exchange (``send_to_group``), or ``None``."""
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._channel_lock = asyncio.Lock()
         self.unroutable = 0
@@ -109,11 +111,15 @@ class RabbitProducer(Producer):
 
     async def _publish_one(self, underlay: Any, message: Message, timeout: float) -> Any:
         # ``underlay`` is an aiormq channel; PUBLISH_NO_DRAIN (``wait=False``) skips a drain per message
+        if self._queue is not None:  # one group: its queue, by name, through the default exchange
+            exchange, routing_key = "", self._queue
+        else:  # the key travels in a header; as routing key too where it fits AMQP's 255-byte limit
+            exchange = self.topic.name
+            routing_key = message.key if message.key and len(message.key.encode()) <= 255 else ""
         return await underlay.basic_publish(
             message.body,
-            exchange=self.topic.name,
-            # the key travels in a header; as routing key too where it fits AMQP's 255-byte limit
-            routing_key=message.key if message.key and len(message.key.encode()) <= 255 else "",
+            exchange=exchange,
+            routing_key=routing_key,
             properties=properties_for(message),
             mandatory=True,
             timeout=timeout,

@@ -16,7 +16,7 @@ import aio_pika
 import aio_pika.abc
 
 from polybus import ConfigurationError, NotFoundError
-from polybus.adapter import GroupStats, NoOptions, Start, Topic, TopicStats
+from polybus.adapter import GroupStats, Message, NoOptions, Start, Topic, TopicStats
 from polybus_rabbitmq._consumer import RabbitConsumer
 from polybus_rabbitmq._producer import RabbitProducer
 from polybus_rabbitmq._registry import GroupRegistry
@@ -151,6 +151,11 @@ class RabbitTopic(Topic):
 
         log.info("group %r of %r keeps its existing queue type", group, self.name)
         return await self.broker.admin(f"joining group {group!r} of {self.name!r}", bind_existing)
+
+    async def _send_to_group(self, group: str, messages: list[Message]) -> list[str]:
+        # natively: straight to the group's queue through the default exchange (no header, no skip)
+        async with RabbitProducer(self, group_queue_name(self.name, group)) as producer:
+            return await producer.send_many(messages)
 
     def _producer(self, options: NoOptions) -> RabbitProducer:
         return RabbitProducer(self)

@@ -62,7 +62,7 @@ class RedisBroker(Broker):
             ordering_per_key=Support.NATIVE,
             delayed_nack=Support.EMULATED,
             delivery_count=Support.NATIVE,
-            dead_letter=Support.UNSUPPORTED,
+            dead_letter=Support.EMULATED,  # dead letters per group: polybus_patterns, from a topic
             replay=Support.NATIVE,
             priority=Support.UNSUPPORTED,
             dedup=Support.UNSUPPORTED,

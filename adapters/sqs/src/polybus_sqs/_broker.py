@@ -12,12 +12,14 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import uuid
 from typing import Any, Literal
 
-from polybus import ClosedError, PolybusError
+from polybus import ClosedError, MessageTooLargeError, PolybusError, PublishError
 from polybus.adapter import (
     Broker,
     Capabilities,
+    Message,
     OptionsModel,
     ReconnectPolicy,
     Start,
@@ -25,7 +27,7 @@ from polybus.adapter import (
     Topic,
     TopicStats,
 )
-from polybus_sqs import _topology
+from polybus_sqs import _topology, _wire
 from polybus_sqs._errors import TransientBrokerError, translate
 from polybus_sqs._settings import SqsSettings
 
@@ -53,13 +55,14 @@ class SqsBroker(Broker):
             key_affinity=fifo,  # FIFO: a message group is locked while one of its messages is in flight
             delayed_nack=Support.NATIVE,
             delivery_count=Support.NATIVE,
-            dead_letter=Support.NATIVE if s.dead_letter_after is not None else Support.UNSUPPORTED,
+            dead_letter=Support.NATIVE if s.dead_letter_after is not None else Support.EMULATED,
             replay=Support.UNSUPPORTED,
             priority=Support.UNSUPPORTED,
             dedup=fifo,
             backlog_stats=Support.NATIVE,
             max_message_size=s.max_message_size,
             dedup_window=300.0 if s.fifo else None,
+            group_send=Support.NATIVE,  # SendMessageBatch to the group's own queue
         )
         self._clients: dict[str, Any] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -243,6 +246,43 @@ class SqsTopic(Topic):
     async def _stats(self) -> TopicStats:
         groups = await _topology.topic_stats(self.broker, self.name, self.arn)
         return TopicStats(topic=self.name, groups=groups)
+
+    async def _send_to_group(self, group: str, messages: list[Message]) -> list[str]:
+        # natively: SendMessageBatch to the group's queue, in the wire format SNS's raw delivery gives
+        broker = self.broker
+        url = await _topology.group_queue_url(broker, self.name, group)
+        limit = broker.settings.max_message_size
+        entries: list[tuple[dict[str, Any], int]] = []
+        for message in messages:
+            body, attributes, size = _wire.encode(message)
+            if size > limit:
+                raise MessageTooLargeError(size, limit, topic=self.name)
+            entry: dict[str, Any] = {"MessageBody": body, "MessageAttributes": attributes}
+            if broker.settings.fifo:  # a fresh deduplication id: a deliberate resend is not a duplicate
+                entry["MessageGroupId"] = message.key or message.id
+                entry["MessageDeduplicationId"] = uuid.uuid4().hex
+            entries.append((entry, size))
+        start = 0
+        while start < len(entries):
+            batch: list[dict[str, Any]] = []
+            total = 0
+            while (
+                start < len(entries) and len(batch) < 10 and (not batch or total + entries[start][1] <= limit)
+            ):
+                total += entries[start][1]
+                batch.append({"Id": str(len(batch)), **entries[start][0]})
+                start += 1
+            reply = await broker.call(
+                "sqs", "send_message_batch", QueueUrl=url, Entries=batch, error=PublishError
+            )
+            failed = reply.get("Failed") or []
+            if failed:
+                first = failed[0]
+                raise PublishError(
+                    f"SQS refused {len(failed)} message(s) for group {group!r} of {self.name!r} "
+                    f"({first.get('Code')}: {first.get('Message')})"
+                )
+        return [m.id for m in messages]
 
     def _producer(self, options: OptionsModel) -> Any:
         from polybus_sqs._producer import SqsProducer

@@ -14,7 +14,15 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from polybus import Message, MessageTooLargeError, NotFoundError, PolybusError, Producer, PublishError
+from polybus import (
+    RESEND_HEADER,
+    Message,
+    MessageTooLargeError,
+    NotFoundError,
+    PolybusError,
+    Producer,
+    PublishError,
+)
 from polybus_sqs import _wire
 
 if TYPE_CHECKING:
@@ -111,7 +119,8 @@ class TopicPublisher:
             }
             if fifo:
                 item["MessageGroupId"] = entry.message.key or entry.message.id
-                item["MessageDeduplicationId"] = entry.message.id
+                resend = entry.message.headers.get(RESEND_HEADER)  # a deliberate re-send: not a duplicate
+                item["MessageDeduplicationId"] = entry.message.id + (f"-{resend}" if resend else "")
             request.append(item)
         arn = self.broker._topic_arns.get(self.topic)
         if arn is None:

@@ -22,7 +22,15 @@ from polybus_sqs._errors import error_code
 if TYPE_CHECKING:
     from polybus_sqs._broker import SqsBroker
 
-__all__ = ["Queue", "delete_topic", "ensure_queue", "remove_queue", "sns_topic_name", "topic_stats"]
+__all__ = [
+    "Queue",
+    "delete_topic",
+    "ensure_queue",
+    "group_queue_url",
+    "remove_queue",
+    "sns_topic_name",
+    "topic_stats",
+]
 
 TOPIC_TAG = "polybus:topic"
 GROUP_TAG = "polybus:group"
@@ -118,6 +126,19 @@ async def ensure_queue(broker: SqsBroker, topic: str, topic_arn: str, group: str
         ReturnSubscriptionArn=True,
     )
     return Queue(name, url, arn, str(reply.get("SubscriptionArn") or "") or None, dlq_url)
+
+
+async def group_queue_url(broker: SqsBroker, topic: str, group: str) -> str:
+    """The URL of ``group``'s queue on ``topic``; :class:`~polybus.NotFoundError` if it does not exist."""
+    known = broker._queues.get((topic, group))
+    if known is not None:
+        return known.url
+    name = _queue_name(broker, topic, group)
+    try:
+        reply = await broker.call("sqs", "get_queue_url", QueueName=name)
+    except NotFoundError:
+        raise NotFoundError(f"group {group!r} of topic {topic!r} does not exist") from None
+    return str(reply["QueueUrl"])
 
 
 async def remove_queue(broker: SqsBroker, queue: Queue) -> None:

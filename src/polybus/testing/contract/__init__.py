@@ -28,6 +28,7 @@ from polybus.testing.contract._cancel import CancelCases
 from polybus.testing.contract._config import ContractConfig
 from polybus.testing.contract._delivery import DeliveryCases
 from polybus.testing.contract._errors import ErrorCases
+from polybus.testing.contract._group_send import GroupSendCases
 from polybus.testing.contract._groups import GroupCases
 from polybus.testing.contract._helpers import (
     _SCRATCH,
@@ -53,6 +54,7 @@ __all__ = ["BrokerContract", "ContractConfig", "bodies", "collect", "expect_noth
 class BrokerContract(
     DeliveryCases,
     GroupCases,
+    GroupSendCases,
     SettleCases,
     CancelCases,
     VolumeCases,
