@@ -28,10 +28,10 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from time import monotonic
-from types import TracebackType
-from typing import Generic, Protocol, Self, TypeVar, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import polybus
+from polybus_patterns._lifecycle import AsyncContext
 
 __all__ = [
     "Claim",
@@ -360,7 +360,7 @@ class _Tokens:
 new_token = _Tokens()
 
 
-class MemoryStore:
+class MemoryStore(AsyncContext):
     """Claims and processed keys in this process's memory: for one process (and for tests).
 
     Expiry is enforced: an expired claim or done key is as good as absent, and expired entries are
@@ -382,14 +382,6 @@ class MemoryStore:
     def __len__(self) -> int:
         """Entries held, live or expired but not yet swept."""
         return len(self._entries)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def _sweep(self, now: float) -> None:
         self._entries = {key: entry for key, entry in self._entries.items() if entry[1] > now}

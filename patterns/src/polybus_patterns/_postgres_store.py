@@ -24,7 +24,7 @@ is done; ``expires_at`` is the end of the lease, or of the ttl once done. Times 
 The driver is asyncpg (the ``polybus-patterns[postgres]`` extra), imported when the store is created:
 a native asyncio driver with its own pool, prepared statements cached per connection and the binary
 protocol, the fastest way from asyncio to PostgreSQL, and a wheel with no libpq to install.
-Imports ``polybus`` and ``polybus_patterns._idempotency`` only.
+Imports ``polybus`` and ``polybus_patterns._idempotency`` and ``._lifecycle`` only.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import polybus
 from polybus_patterns._idempotency import (
@@ -47,6 +46,7 @@ from polybus_patterns._idempotency import (
     current_claim,
     new_token,
 )
+from polybus_patterns._lifecycle import AsyncContext
 
 __all__ = ["PostgresStore"]
 
@@ -85,7 +85,7 @@ def _import_asyncpg() -> Any:
     return asyncpg
 
 
-class PostgresStore:
+class PostgresStore(AsyncContext):
     """Idempotency store in PostgreSQL (``postgresql://user:pass@host/db``; the password is never shown).
 
     ``table`` (``name`` or ``schema.name``) is created on first use. ``pool_size`` connections at
@@ -169,14 +169,9 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"<PostgresStore {polybus.redact_url(self._dsn)} table={self.table!r}>"
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
+        """Connect and create the table (``async with`` does it; so does a first claim)."""
         await self._open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def _error(self, exc: BaseException) -> IdempotencyStoreError:
         return IdempotencyStoreError(f"{self!r}: {type(exc).__name__}: {polybus.redact_url(str(exc))}")

@@ -15,7 +15,7 @@ moment (one turn of the event loop) are sent together, one round trip for all of
   when the key changed meanwhile (the claim was lost).
 
 redis-py (the ``polybus-patterns[redis]`` extra) is imported when the store is created.
-Imports ``polybus`` and ``polybus_patterns._idempotency`` only.
+Imports ``polybus`` and ``polybus_patterns._idempotency`` and ``._lifecycle`` only.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import polybus
 from polybus_patterns._idempotency import (
@@ -37,6 +36,7 @@ from polybus_patterns._idempotency import (
     current_claim,
     new_token,
 )
+from polybus_patterns._lifecycle import AsyncContext
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -96,7 +96,7 @@ def _millis(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisStore:
+class RedisStore(AsyncContext):
     """Idempotency store in Redis (``redis://`` or ``rediss://`` URL; a password in it is never shown).
 
     ``prefix`` starts every key it writes. Connections open on first use; ``aclose()`` (or leaving
@@ -119,14 +119,9 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"<RedisStore {polybus.redact_url(self._url)} prefix={self._prefix!r}>"
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
+        """Create the client (``async with`` does it; so does a first claim)."""
         self._open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def _open(self) -> Any:
         if self._closed:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Collection, Coroutine, Iterable, Mapping
-from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from types import MappingProxyType
+from typing import Any
 
 import polybus
+from polybus_patterns._lifecycle import AsyncContext
 
 __all__ = ["RecipientList", "RecipientListError", "declare", "send_to_all"]
 
@@ -100,7 +101,7 @@ class RecipientListError(polybus.PublishError):
         self.failed = failed
 
 
-class RecipientList:
+class RecipientList(AsyncContext):
     """Sends each message to every topic of a fixed list. Use as ``async with``.
 
     async with RecipientList(broker, ["billing", "shipping", "audit"]) as recipients:
@@ -154,15 +155,6 @@ class RecipientList:
         self._closed = True
         for producer in self._producers.values():
             await producer.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def send(
         self,

@@ -19,11 +19,11 @@ import dataclasses
 import itertools
 import logging
 import os
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import polybus
 from polybus import CORRELATION_HEADER, ERROR_HEADER, ERROR_TYPE_HEADER
+from polybus_patterns._lifecycle import AsyncContext
 
 __all__ = ["RemoteError", "Requester", "RequesterStats"]
 
@@ -69,7 +69,7 @@ class RequesterStats:
         return self.late + self.duplicate + self.foreign
 
 
-class Requester:
+class Requester(AsyncContext):
     """Sends requests and returns their replies. Use as ``async with Requester(broker) as requester``.
 
     ``reply = await requester.request("quotes", QuoteRequest(...), timeout=5.0)`` returns the reply
@@ -104,15 +104,6 @@ class Requester:
     def dropped(self) -> int:
         """Replies dropped so far (``stats.dropped``)."""
         return self.stats.dropped
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Open the inbox and start reading replies (``async with`` does it; so does a first request)."""
