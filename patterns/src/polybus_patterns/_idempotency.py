@@ -13,7 +13,8 @@ broker, by asking a store before the handler runs:
 
 A claim carries a token: only its holder completes or releases it. A holder that dies simply stops:
 its claim expires after the lease and the next copy takes it over. Keys are scoped to the delivery's
-topic and group (two groups of a topic each process a message once). Imports ``polybus`` only.
+topic and group (two groups of a topic each process a message once).
+Imports ``polybus`` and ``polybus_patterns._lifecycle`` only.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ it, on every broker (a case of the contract suite).
 confirmed it; when some topics fail, :class:`RecipientListError` names them and the others stay
 sent (at-least-once: retry the failed ones with the same message, which keeps its id).
 
-Imports ``polybus`` only (the public API), never an adapter.
+Imports ``polybus`` only (the public API; and ``polybus_patterns._lifecycle``), never an adapter.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ by the ``polybus-correlation-id`` header. A request that gets no reply within it
 another requester is dropped and counted in :attr:`Requester.stats`, never handed to the wrong
 caller. The responder is any consumer that sends ``broker.reply(request.headers[REPLY_TO_HEADER],
 ...)`` with the request's correlation id, usually a ``polybus.App`` handler whose return value is the
-reply. Imports ``polybus`` only.
+reply. Imports ``polybus`` and ``polybus_patterns._lifecycle`` only.
 """
 
 from __future__ import annotations
