@@ -11,9 +11,21 @@ Run against any URL: ``pytest -p polybus.testing.plugin --pyargs polybus.testing
 """
 
 from polybus.testing._faults import FaultInjector, RelayFaults
+from polybus.testing._ledger import Ledger, LedgerReport
 from polybus.testing._names import unique_name
 from polybus.testing._provision_local import free_port
 from polybus.testing._relay import TcpRelay
+from polybus.testing._stream import run_stream
 from polybus.testing._urls import with_options
 
-__all__ = ["FaultInjector", "RelayFaults", "TcpRelay", "free_port", "unique_name", "with_options"]
+__all__ = [
+    "FaultInjector",
+    "Ledger",
+    "LedgerReport",
+    "RelayFaults",
+    "TcpRelay",
+    "free_port",
+    "run_stream",
+    "unique_name",
+    "with_options",
+]
