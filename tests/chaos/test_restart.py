@@ -1,0 +1,64 @@
+"""The broker process killed (SIGKILL) and restarted mid-stream, on a private durable broker
+(:class:`polybus.testing.BrokerProcess`): every confirmed message is delivered, nothing unexpected."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from tests.chaos.conftest import Reliability
+
+from polybus.testing import BrokerProcess, Ledger, run_stream, unique_name
+from polybus.testing._provision_local import NotStartable
+
+BATCH = 50
+STREAM_SECONDS = 6.0
+"""How long the producers' nominal sending lasts (outages add to it), so that the kills land mid-stream."""
+
+
+async def _until_confirmed(ledger: Ledger, count: int) -> None:
+    while len(ledger.sent_ids) < count:
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.polybus(timeout=600)
+async def test_broker_killed_and_restarted_three_times(
+    chaos_broker: str, size: Callable[..., int], reliability: Reliability
+) -> None:
+    reason = BrokerProcess.unsupported(chaos_broker)
+    if reason:
+        pytest.skip(reason)
+    messages = size(20_000, least=1000)
+    producers = 4
+    batches = -(-messages // (producers * BATCH))
+    restarts: list[float] = []
+
+    async def kill_three_times(ledger: Ledger) -> None:
+        for k in (1, 2, 3):  # at a quarter, half and three quarters of the stream
+            await _until_confirmed(ledger, messages * k // 4)
+            ledger.fault("kill")
+            await broker.kill()
+            started = time.monotonic()
+            await broker.start()
+            restarts.append(time.monotonic() - started)
+
+    try:
+        broker = BrokerProcess(chaos_broker)
+        async with broker:
+            report = await run_stream(
+                broker.url,
+                unique_name("chaos-restart"),
+                messages=messages,
+                producers=producers,
+                batch=BATCH,
+                fault=kill_three_times,
+                send_interval=STREAM_SECONDS / batches,
+            )
+    except NotStartable as exc:
+        pytest.skip(f"no private {chaos_broker} broker here: {exc}")
+    reliability(report, restarts=3, restart_seconds=round(max(restarts), 1))
+    assert broker.kills == 3, broker
+    assert report.faults == 3
+    report.check()
