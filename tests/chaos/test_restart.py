@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -16,11 +15,6 @@ from polybus.testing._provision_local import NotStartable
 BATCH = 50
 STREAM_SECONDS = 6.0
 """How long the producers' nominal sending lasts (outages add to it), so that the kills land mid-stream."""
-
-
-async def _until_confirmed(ledger: Ledger, count: int) -> None:
-    while len(ledger.sent_ids) < count:
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.polybus(timeout=600)
@@ -37,7 +31,7 @@ async def test_broker_killed_and_restarted_three_times(
 
     async def kill_three_times(ledger: Ledger) -> None:
         for k in (1, 2, 3):  # at a quarter, half and three quarters of the stream
-            await _until_confirmed(ledger, messages * k // 4)
+            await ledger.wait_deliveries(messages * k // 4, timeout=120)
             ledger.fault("kill")
             await broker.kill()
             started = time.monotonic()
