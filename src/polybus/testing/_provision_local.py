@@ -13,8 +13,9 @@ The programs (found at run time, never downloaded):
   to start: the provisioning caches it for the whole process).
 
 ``durable=True`` asks for storage that survives a SIGKILL of the process (what
-:class:`polybus.testing.BrokerProcess` restarts on the same port). A process runs in its own session (process group) and writes its output to ``broker.log`` in its
-working directory, so that a failed start can say why. Never imports pytest.
+:class:`polybus.testing.BrokerProcess` restarts on the same port). A process runs in its own
+session (process group) and writes its output to ``broker.log`` in its working directory, so that
+a failed start can say why. Never imports pytest.
 """
 
 from __future__ import annotations
