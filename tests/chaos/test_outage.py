@@ -12,8 +12,15 @@ import pytest
 from tests.chaos.conftest import Reliability, scale
 
 import polybus
-from polybus.testing import BrokerProcess, FaultInjector, Ledger, RelayFaults, run_stream, unique_name
-from polybus.testing._provision_local import NotStartable
+from polybus.testing import (
+    BrokerProcess,
+    FaultInjector,
+    Ledger,
+    NotStartable,
+    RelayFaults,
+    run_stream,
+    unique_name,
+)
 
 PRODUCERS = 4
 SLACK = 15.0

@@ -14,7 +14,7 @@ from polybus.testing._broker_process import BrokerProcess
 from polybus.testing._faults import FaultInjector, RelayFaults
 from polybus.testing._ledger import Ledger, LedgerReport
 from polybus.testing._names import unique_name
-from polybus.testing._provision_local import free_port
+from polybus.testing._provision_local import NotStartable, free_port
 from polybus.testing._relay import TcpRelay
 from polybus.testing._stream import run_stream
 from polybus.testing._urls import with_options
@@ -24,6 +24,7 @@ __all__ = [
     "FaultInjector",
     "Ledger",
     "LedgerReport",
+    "NotStartable",
     "RelayFaults",
     "TcpRelay",
     "free_port",
