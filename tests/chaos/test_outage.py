@@ -23,6 +23,8 @@ from polybus.testing import (
 )
 
 PRODUCERS = 4
+FIRST_FAULT_AFTER = 2.0
+"""Seconds of sending before the outage (the broker's queues settled)."""
 SLACK = 15.0
 """Seconds a send may take beyond its reconnect policy's ``give_up_after`` plus one request's
 timeout (a loaded CI machine): more than that counts as a hang."""
@@ -73,44 +75,53 @@ async def test_publishing_while_broker_down_ten_seconds(
     bound = give_up + timeout + SLACK
     messages = size(2_000, least=200)  # the stream run_stream sends besides, retried until confirmed
     took: list[float] = []
-    outcomes = {"confirmed": 0, "raised": 0}
+    outcomes = {"confirmed": 0, "raised": 0, "confirmed_after": 0}
     ready: set[int] = set()
-    sending = asyncio.Event()
+    sending, back, confirmed_after = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async with _outage_injector(chaos_broker, _options(chaos_broker, timeout), request) as faults:
         url = faults.url + f"&reconnect_give_up_after={give_up}&reconnect_maximum={give_up / 4}"
 
-        async def send_through(ledger: Ledger, stop: asyncio.Event, n: int) -> None:
+        async def send_through(ledger: Ledger, stop: asyncio.Event, me: int) -> None:
+            size = 1 if me % 2 else 10  # half the producers send single messages, half batches
             async with polybus.connect(url) as broker, broker.topic(topic).producer() as producer:
                 while not stop.is_set():
-                    batch = [polybus.Message(body=f"outage {n}".encode()) for _ in range(1 if n % 2 else 10)]
+                    batch = [polybus.Message(body=f"outage {me}".encode()) for _ in range(size)]
+                    after = back.is_set()
                     started = time.monotonic()
                     try:
                         async with asyncio.timeout(bound):  # a send that outlives it hangs: fail
                             confirmed = await ledger.send(producer, batch)
                     except TimeoutError:
-                        pytest.fail(f"a send of {len(batch)} hung for over {bound:.0f}s in the outage")
+                        pytest.fail(f"a send of {size} hung for over {bound:.0f}s in the outage")
                     took.append(time.monotonic() - started)
                     outcomes["confirmed" if confirmed else "raised"] += 1
-                    ready.add(n % PRODUCERS)
+                    if confirmed and after:
+                        outcomes["confirmed_after"] += 1
+                        confirmed_after.set()
+                    ready.add(me)
                     if len(ready) == PRODUCERS:
                         sending.set()
-                    n += 2
                     await asyncio.sleep(0.05)
 
         async def outage(ledger: Ledger) -> None:
             stop = asyncio.Event()
             async with asyncio.TaskGroup() as tasks:
-                for n in range(PRODUCERS):
-                    tasks.create_task(send_through(ledger, stop, n))
+                for me in range(PRODUCERS):
+                    tasks.create_task(send_through(ledger, stop, me))
                 async with asyncio.timeout(60):
                     await sending.wait()  # every producer connected and sending
-                await asyncio.sleep(0.5)
+                # RabbitMQ 3.10 may leave a quorum queue without a leader when killed within about
+                # a second of declaring it (docs/rabbitmq.md): the queues settle first
+                await asyncio.sleep(FIRST_FAULT_AFTER)
                 ledger.fault("down")
                 await faults.stop()
                 await asyncio.sleep(down)
                 await faults.start()
-                await asyncio.sleep(2.0)  # sends after the outage are confirmed again
+                back.set()
+                async with asyncio.timeout(60):
+                    await confirmed_after.wait()  # sends are confirmed again after the outage
+                await asyncio.sleep(0.5)
                 stop.set()
 
         topic = unique_name("chaos-outage")
@@ -118,6 +129,6 @@ async def test_publishing_while_broker_down_ten_seconds(
     longest = max(took)
     reliability(report, down_seconds=down, max_send_seconds=round(longest, 1), **outcomes)
     assert outcomes["raised"] > 0, f"no send raised in a {down:.0f}s outage: {outcomes}"
-    assert outcomes["confirmed"] > 0, outcomes
+    assert outcomes["confirmed_after"] > 0, outcomes
     assert longest <= bound, f"a send took {longest:.1f}s, over {bound:.0f}s"
     report.check()
