@@ -67,32 +67,34 @@ class SlowConsumer:
         finish: Callable[[], Awaitable[tuple[list[str], float]]],
     ) -> dict[str, Any]:
         stop = asyncio.Event()
-        async with polybus.connect(url) as broker:
-            async with broker.topic(topic).consumer(group, prefetch=prefetch) as consumer:
-                self.consumer = consumer
-                baseline = self.rss()
-                self.max_rss = baseline
-                sampler = asyncio.create_task(self._sample())
-                runner = asyncio.create_task(
-                    polybus.run_consumer(consumer, self.handle, concurrency=concurrency, stop=stop)
-                )
-                ready(baseline)
-                expect, timeout = await finish()
-                self._note_in_flight()
-                slow = {
-                    "rss_baseline": baseline,
-                    "rss_max": max(self.max_rss, self.rss()),
-                    "rss_end": self.rss(),
-                    "max_in_flight": self.max_in_flight,
-                    "delivered": self.ledger.report().delivered,
-                }
-                self.slow = False
-                self.ledger.confirmed(expect)
-                await self.ledger.wait_complete(timeout)
-                stop.set()
-                await runner
-                sampler.cancel()
-                slow["max_in_flight"] = self.max_in_flight  # the whole run, drain included
+        async with (
+            polybus.connect(url) as broker,
+            broker.topic(topic).consumer(group, prefetch=prefetch) as consumer,
+        ):
+            self.consumer = consumer
+            baseline = self.rss()
+            self.max_rss = baseline
+            sampler = asyncio.create_task(self._sample())
+            runner = asyncio.create_task(
+                polybus.run_consumer(consumer, self.handle, concurrency=concurrency, stop=stop)
+            )
+            ready(baseline)
+            expect, timeout = await finish()
+            self._note_in_flight()
+            slow = {
+                "rss_baseline": baseline,
+                "rss_max": max(self.max_rss, self.rss()),
+                "rss_end": self.rss(),
+                "max_in_flight": self.max_in_flight,
+                "delivered": self.ledger.report().delivered,
+            }
+            self.slow = False
+            self.ledger.confirmed(expect)
+            await self.ledger.wait_complete(timeout)
+            stop.set()
+            await runner
+            sampler.cancel()
+            slow["max_in_flight"] = self.max_in_flight  # the whole run, drain included
         return {"slow": slow, "snapshot": self.ledger.snapshot()}
 
 

@@ -28,7 +28,7 @@ LEASES: dict[str, tuple[float, dict[str, object]]] = {
 }
 """Seconds of the shortest lease each broker takes, and the URL options that set it."""
 SKIPS = {
-    "memory": "memory:// has no delivery lease: a delivery is held until it is settled or its consumer closes",
+    "memory": "memory:// has no delivery lease: a delivery is held until settled or its consumer leaves",
     "rabbitmq": (
         "RabbitMQ has no lease a client can extend: an unacked delivery is held until the channel "
         "closes, and its consumer_timeout (30 min by default) cannot be under a minute (docs/rabbitmq.md)"
@@ -71,10 +71,12 @@ async def test_handler_longer_than_lease_is_not_redelivered(
 
     async def member() -> None:
         nonlocal opened
-        async with polybus.connect(url) as broker:
-            async with broker.topic(topic_name).consumer(group, prefetch=PREFETCH) as consumer:
-                opened += 1
-                await polybus.run_consumer(consumer, handler, concurrency=PREFETCH, stop=stop)
+        async with (
+            polybus.connect(url) as broker,
+            broker.topic(topic_name).consumer(group, prefetch=PREFETCH) as consumer,
+        ):
+            opened += 1
+            await polybus.run_consumer(consumer, handler, concurrency=PREFETCH, stop=stop)
 
     async with polybus.connect(url) as broker:
         topic = broker.topic(topic_name)
@@ -89,10 +91,11 @@ async def test_handler_longer_than_lease_is_not_redelivered(
                     assert not any(m.done() for m in members), "a member failed to join"
                     await asyncio.sleep(0.05)
                 async with topic.producer() as producer:
-                    assert await ledger.send(producer, [polybus.Message(b"long job") for _ in range(MESSAGES)])
+                    jobs = [polybus.Message(b"long job") for _ in range(MESSAGES)]
+                    assert await ledger.send(producer, jobs)
                 assert await ledger.wait_complete(30), ledger.report().summary()
                 deadline = time.monotonic() + 4 * hold + 30
-                while finished < MESSAGES + len(while_running) and time.monotonic() < deadline:
+                while finished < MESSAGES + len(while_running) and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
                 # a redelivery after the ack would show here: watch past another lease
                 await asyncio.sleep(2 * lease)

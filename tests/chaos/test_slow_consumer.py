@@ -106,7 +106,7 @@ async def _produce(topic: polybus.Topic, ledger: Ledger, messages: int, body: by
         async with topic.producer() as producer:
             for index, first in enumerate(range(share.start, share.stop, BATCH)):
                 chunk = [polybus.Message(body) for _ in range(first, min(first + BATCH, share.stop))]
-                while not await ledger.send(producer, chunk):
+                while not await ledger.send(producer, chunk):  # noqa: ASYNC110
                     await asyncio.sleep(0.2)  # an at-least-once producer sends the batch again
                 await asyncio.sleep(max(0.0, start + (index + 1) * interval - time.monotonic()))
 
