@@ -219,9 +219,15 @@ async def test_arbitrary_input_from_raw_clients_is_settled(
     reliability(report, examples=len(examples))
     assert not MARKER.exists(), "a body ran code"
     assert not crashed, f"the App stopped: {worker.exception()!r}"
-    assert complete, f"not every example was delivered within 60 s: {report.summary()}"
+    missing = {n: _shown(examples[int(n)]) for n in sorted(report.lost, key=int)[:5]}
+    assert complete, f"not every example was delivered within 60 s: {report.summary()}; e.g. {missing}"
     assert not problems, problems
     report.check(max_duplicates=0)
+
+
+def _shown(example: tuple[bytes, dict[str, str | bytes]]) -> str:
+    body, headers = example
+    return f"body {body[:40]!r} ({len(body)} bytes), headers { ({k: v[:40] for k, v in headers.items()})!r}"
 
 
 def _text_of(value: str | bytes | None) -> str | None:
