@@ -8,6 +8,10 @@ SIGTERM: what finishes within the grace period is acked, the rest is cancelled. 
 then handles the rest. Checked: A exits 0; every message A started but did not finish comes back
 to B (not acked by A); no message A finished comes back (its ack was sent before A exited); every
 confirmed message finishes (lost = confirmed, never finished).
+
+On Kafka an ack is a commit of a partition's contiguous settled prefix: the messages A finished
+after a cut-off one of the same partition cannot be committed, and come back to B as well (they
+are counted as ``redone``, and as duplicates).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import TextIO
 
 import pytest
 from tests.chaos.conftest import Reliability
-from tests.chaos.test_consumers import until
+from tests.chaos.test_consumers import COMMITS_OFFSETS, until
 
 import polybus
 from polybus.testing import Ledger, unique_name
@@ -72,6 +76,7 @@ async def start_worker(url: str, physical: str, folder: Path, grace: float) -> a
 
 
 async def stop(process: asyncio.subprocess.Process, folder: Path) -> None:
+    """SIGTERM (once: a second one exits at once, with 130) and wait for exit code 0."""
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(signal.SIGTERM)
     try:
@@ -103,7 +108,6 @@ async def test_sigterm_to_polybus_run_worker(
         second = None
         try:
             await until(lambda: len(books(tmp_path, "finished")) >= messages // 4, 120, "a quarter finished")
-            first.send_signal(signal.SIGTERM)
             ledger.fault("SIGTERM")
             await stop(first, tmp_path)
             started_a = {i for i, _ in books(tmp_path, "started", first.pid)}
@@ -131,11 +135,15 @@ async def test_sigterm_to_polybus_run_worker(
             ledger.delivered(message_id, attempt)
     report = ledger.report()
     finished = {i for i, _ in books(tmp_path, "finished")}
-    reliability(report, cut_off=len(cut_off), finished_by_first=len(finished_a), grace=GRACE)
+    redone = finished_a & started_b
+    reliability(
+        report, cut_off=len(cut_off), finished_by_first=len(finished_a), redone=len(redone), grace=GRACE
+    )
     assert cut_off, "no handler was in flight past the grace period: the scenario tested nothing"
     assert cut_off <= started_b, (
         f"{len(cut_off - started_b)} cut-off deliveries were acked, never redelivered"
     )
-    assert not finished_a & started_b, "messages finished and acked by the first worker came back"
+    if chaos_broker not in COMMITS_OFFSETS:  # Kafka: see the module's docstring
+        assert not redone, f"{len(redone)} messages finished and acked by the first worker came back"
     assert finished == ledger.sent_ids
-    report.check(max_duplicates=len(cut_off))
+    report.check(max_duplicates=len(cut_off) + len(redone))
