@@ -163,7 +163,7 @@ async def test_consumer_process_killed_five_times(
             await workers.start()
         for kill in range(1, KILLS + 1):
             target = messages * kill // (KILLS + 2)  # spread over the first 5/7 of the stream
-            await until(lambda t=target: ledger.report().delivered >= t, 180, f"{target} delivered")
+            assert await ledger.wait_deliveries(target, timeout=180), f"not {target} deliveries in 180 s"
             process, book = max(workers.running.items(), key=lambda item: books.recently(item[1]))
             recent.append(books.recently(book))
             await workers.kill(process)
