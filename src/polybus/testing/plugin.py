@@ -74,10 +74,16 @@ class _Reporter:
         self.worker: dict[str, Any] | None = getattr(config, "workeroutput", None)
         self.started = time.monotonic()
         self.workers: dict[str, dict[str, Any]] = {}
+        self.by_broker: dict[str, list[float]] = {}  # broker -> [tests, seconds]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "teardown" or self.worker is not None:  # teardown: every note made
+        if self.worker is not None:
             return
+        tally = self.by_broker.setdefault(_broker_of(report.nodeid), [0, 0.0])
+        tally[1] += report.duration
+        if report.when != "teardown":  # the last report of a test carries every note it made
+            return
+        tally[0] += 1
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         for key, value in report.user_properties:
             if key == NOTE and reporter is not None:
@@ -118,6 +124,9 @@ class _Reporter:
         if self.workers:
             times = ", ".join(f"{name} {w['seconds']:.0f}s" for name, w in self._by_worker())
             terminalreporter.write_line(f"pytest-xdist workers' wall time: {times}")
+            tallies = sorted(self.by_broker.items(), key=lambda item: -item[1][1])
+            spent = ", ".join(f"{name} {seconds:.0f}s ({tests:.0f})" for name, (tests, seconds) in tallies)
+            terminalreporter.write_line(f"test time by broker (tests), summed over the workers: {spent}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -142,6 +151,16 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
     asyncio.run(run())
     return True
+
+
+def _broker_of(nodeid: str) -> str:
+    """The broker a test ran on, from its path (``adapters/kafka/``) or its parameters (``[sqs-redis]``:
+    the first broker named), else ``other``."""
+    path, _, params = nodeid.partition("[")
+    for part in path.split("/")[:2] + params.rstrip("]").split("-"):
+        if part in provision.BROKERS or part == "memory":
+            return part
+    return "other"
 
 
 def _broker_order(line: str) -> int:
