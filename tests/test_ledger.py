@@ -116,3 +116,16 @@ def test_wait_deliveries_times_a_fault_into_the_stream() -> None:
         assert ledger.deliveries == 3 and ledger.outstanding == 1
 
     asyncio.run(main())
+
+
+def test_merged_deliveries_wake_wait_deliveries() -> None:
+    async def main() -> None:
+        ledger, worker = Ledger(), Ledger()
+        for message_id in ("a", "b"):
+            worker.delivered(message_id)
+        waiting = asyncio.create_task(ledger.wait_deliveries(2, timeout=5))
+        await asyncio.sleep(0)
+        ledger.merge(worker.snapshot())
+        assert await waiting
+
+    asyncio.run(main())

@@ -5,8 +5,9 @@ and returns a handler; :func:`compose` stacks them in one visible loop, first = 
 :func:`run_consumer` settles each delivery *after* the handler finished: ack on success,
 ``nack(retry_delay)`` on an exception, ``reject`` on a :class:`~polybus.DecodeError` (the payload
 will never decode), unless the handler settled it itself. A request (a delivery with a reply
-address) whose handler failed gets an error reply instead of a redelivery. A failing handler never
-stops the worker.
+address) whose handler failed gets an error reply instead of a redelivery; one whose reply address
+the broker refuses as none of its own (a forged ``polybus-reply-to``) is rejected, as it can never
+be answered. A failing handler never stops the worker.
 
 Two ways of running: ``concurrency`` workers that each receive and handle in turn (the lean
 default), or, with ``ordered_by_key``, one receiving loop that hands each key's deliveries, one at a
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from polybus._delivery import Delivery
-from polybus._errors import DecodeError, PolybusError
+from polybus._errors import ConfigurationError, DecodeError, PolybusError
 from polybus._message import Message
 from polybus._reply import CORRELATION_HEADER, ERROR_HEADER, ERROR_TYPE_HEADER, REPLY_TO_HEADER
 
@@ -71,9 +72,15 @@ def error_reply(delivery: Delivery, exc: BaseException) -> Message:
     return Message(b"", headers, delivery.key)
 
 
-async def _send_error_reply(delivery: Delivery, address: str, exc: BaseException) -> bool:
+async def _send_error_reply(delivery: Delivery, address: str, exc: BaseException) -> bool | None:
+    """Send the error reply of a failed request: True if sent, False if the send failed (it may
+    work later), ``None`` if the broker refused ``address`` as no reply address of its own (a forged
+    or foreign ``polybus-reply-to``: no reply to it will ever go out)."""
     try:
         await delivery._consumer.topic.broker.reply(address, error_reply(delivery, exc))
+    except ConfigurationError as refused:
+        log.error("cannot answer request %r: %s", delivery, refused)
+        return None
     except PolybusError as send_error:
         log.warning("could not send the error reply for %r: %s", delivery, send_error)
         return False
@@ -97,10 +104,51 @@ async def _failed(delivery: Delivery, exc: Exception, retry_delay: float | None)
         log.error("handler failed for request %r; sending an error reply", delivery, exc_info=exc)
         sent = await _send_error_reply(delivery, address, exc)
         if delivery.outcome is None:
-            await (delivery.ack() if sent else delivery.nack(retry_delay))
+            if sent is None:  # its reply address is none: retrying could never answer it
+                log.error("rejecting request %r: its reply address %r is refused", delivery, address)
+                await delivery.reject()
+            else:
+                await (delivery.ack() if sent else delivery.nack(retry_delay))
 
 
-async def _handle(delivery: Delivery, handler: Handler, retry_delay: float | None) -> None:
+class _Run:
+    """Whether a runner is being torn down: its task cancelled, or one of its tasks crashed (the task
+    group then cancels the others). A cancel that arrives otherwise was aimed at one handler."""
+
+    __slots__ = ("crashed", "task")
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.crashed = False
+
+    def ending(self) -> bool:
+        return self.crashed or self.task is None or self.task.cancelling() > 0
+
+
+async def _cancelled(delivery: Delivery, run: _Run | None, retry_delay: float | None) -> bool:
+    """``CancelledError`` came out of a handler: False when it must propagate, else it was handled.
+
+    When the runner is being torn down (cancelled, or a task of it crashed) the cancel propagates:
+    what the handler held stays unsettled and goes back to the group when the consumer closes.
+    Otherwise the cancel was aimed at this one handler: it counts as a failed handler (the cancel
+    is absorbed with ``uncancel``, the delivery nacked, the worker goes on). Left unsettled, the
+    delivery would stay held, its prefetch slot taken and its lease kept alive, until the consumer
+    closed.
+    """
+    task = asyncio.current_task()
+    if run is None or task is None or run.ending():
+        return False
+    task.uncancel()
+    log.warning("the handler of %r was cancelled; redelivering in %ss", delivery, retry_delay)
+    if delivery.outcome is None:
+        # shielded: a second cancel ends the task, but never leaves the nack half sent
+        await asyncio.shield(delivery.nack(retry_delay))
+    return True
+
+
+async def _handle(
+    delivery: Delivery, handler: Handler, retry_delay: float | None, run: _Run | None = None
+) -> None:
     """Run ``handler`` on ``delivery`` and settle it; a settlement that fails is logged (the broker
     redelivers what was not settled). The worker of :func:`run_consumer` inlines the same steps."""
     try:
@@ -108,6 +156,10 @@ async def _handle(delivery: Delivery, handler: Handler, retry_delay: float | Non
             await handler(delivery)
         except Exception as exc:
             await _failed(delivery, exc, retry_delay)
+            return
+        except asyncio.CancelledError:
+            if not await _cancelled(delivery, run, retry_delay):
+                raise
             return
         if delivery.outcome is None:
             await delivery.ack()
@@ -130,7 +182,10 @@ async def run_consumer(
     handled one at a time in the order received (different keys in parallel, unkeyed ones freely).
     Returns when ``stop`` is set and the handlers under way finished, or when the consumer is closed;
     a delivery received as ``stop`` was set, or queued behind its key, is left unsettled (it goes
-    back to the group when the consumer closes). Cancel it to stop at once.
+    back to the group when the consumer closes). Cancel it to stop at once: the deliveries of the
+    handlers it cancels are left unsettled too, never acked; close the consumer to hand them back.
+    A handler whose own task is cancelled (not ``run_consumer``'s) counts as failed: its delivery is
+    nacked with ``retry_delay`` and the runner goes on.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -143,6 +198,7 @@ async def run_consumer(
         return not stop.is_set() and not consumer.closed
 
     stopped = stop.is_set
+    run = _Run()
 
     async def worker() -> None:  # the hot path: no layer more than needed
         receive, buffered = consumer.receive, consumer._receive_buffered
@@ -164,14 +220,25 @@ async def run_consumer(
                 except Exception as exc:
                     await _failed(delivery, exc, retry_delay)
                     continue
+                except asyncio.CancelledError:
+                    if not await _cancelled(delivery, run, retry_delay):
+                        raise
+                    continue
                 if delivery.outcome is None:
                     await delivery.ack()
             except PolybusError as exc:  # settling failed: the broker will redeliver it
                 log.warning("could not settle %r: %s", delivery, exc)
 
+    async def guarded() -> None:
+        try:
+            await worker()
+        except Exception:
+            run.crashed = True  # before the task group cancels the other workers
+            raise
+
     async with asyncio.TaskGroup() as tasks:
         for _ in range(concurrency):
-            tasks.create_task(worker())
+            tasks.create_task(guarded())
 
 
 async def _receive(consumer: Consumer, running: Callable[[], bool]) -> Delivery | None:
@@ -187,6 +254,7 @@ async def _receive(consumer: Consumer, running: Callable[[], bool]) -> Delivery 
 async def _run_ordered(
     consumer: Consumer, handler: Handler, concurrency: int, retry_delay: float | None, stop: asyncio.Event
 ) -> None:
+    run = _Run()
     slots = asyncio.Semaphore(concurrency)  # one per handler running (a busy key holds one)
     busy: dict[str, collections.deque[Delivery]] = {}  # key -> deliveries waiting behind the running one
 
@@ -196,38 +264,48 @@ async def _run_ordered(
     async def run_key(key: str, delivery: Delivery) -> None:
         try:
             while True:
-                await _handle(delivery, handler, retry_delay)
+                await _handle(delivery, handler, retry_delay, run)
                 waiting = busy[key]
                 if not waiting or stop.is_set():
                     return  # anything still waiting stays unsettled: handed back on close
                 delivery = waiting.popleft()
+        except Exception:
+            run.crashed = True
+            raise
         finally:
             del busy[key]  # no await since the last check: nothing can have queued behind it meanwhile
             slots.release()
 
     async def run_one(delivery: Delivery) -> None:
         try:
-            await _handle(delivery, handler, retry_delay)
+            await _handle(delivery, handler, retry_delay, run)
+        except Exception:
+            run.crashed = True
+            raise
         finally:
             slots.release()
 
     async with asyncio.TaskGroup() as tasks:
-        while running():
-            delivery = await _receive(consumer, running)
-            if delivery is None or stop.is_set():
-                continue
-            key = delivery.key
-            if key is not None:
-                waiting = busy.get(key)
-                if waiting is not None:
-                    waiting.append(delivery)  # bounded: it is held unsettled, within prefetch
+        try:
+            while running():
+                delivery = await _receive(consumer, running)
+                if delivery is None or stop.is_set():
                     continue
-            await slots.acquire()
-            if stop.is_set():
-                slots.release()
-                break
-            if key is None:
-                tasks.create_task(run_one(delivery))
-            else:
-                busy[key] = collections.deque()
-                tasks.create_task(run_key(key, delivery))
+                key = delivery.key
+                if key is not None:
+                    waiting = busy.get(key)
+                    if waiting is not None:
+                        waiting.append(delivery)  # bounded: it is held unsettled, within prefetch
+                        continue
+                await slots.acquire()
+                if stop.is_set():
+                    slots.release()
+                    break
+                if key is None:
+                    tasks.create_task(run_one(delivery))
+                else:
+                    busy[key] = collections.deque()
+                    tasks.create_task(run_key(key, delivery))
+        except Exception:
+            run.crashed = True  # before the task group cancels the running handlers
+            raise

@@ -303,3 +303,5 @@ class Ledger:
         self.confirmed(snapshot.get("confirmed", ()))
         self._delivery_times.extend(snapshot.get("delivery_times", ()))
         self._fault_times.extend((float(at), str(label)) for at, label in snapshot.get("faults", ()))
+        if self._waiters:  # deliveries booked by other processes count for wait_deliveries too
+            self._wake()
