@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from tests.chaos.conftest import Reliability, scale
+from tests.chaos.test_restart import enter_or_skip
 
 import polybus
 from polybus.testing import (
     BrokerProcess,
     FaultInjector,
     Ledger,
-    NotStartable,
     RelayFaults,
     run_stream,
     unique_name,
@@ -48,13 +48,11 @@ async def _outage_injector(
 ) -> AsyncIterator[FaultInjector]:
     """The broker process itself where it can be killed and restarted, else a relay in front of it."""
     if BrokerProcess.unsupported(chaos_broker) is None:
-        try:
+        async with contextlib.AsyncExitStack() as stack:
             process = BrokerProcess(chaos_broker, options=options)
-            async with process:
-                yield process
-            return
-        except NotStartable as exc:
-            pytest.skip(f"no private {chaos_broker} broker here: {exc}")
+            await enter_or_skip(stack, process)
+            yield process
+        return
     url: str = request.getfixturevalue("chaos_url")
     relay = RelayFaults.in_front_of(f"{url}{'&' if '?' in url else '?'}{options}")
     assert relay is not None, "the broker URL names no host and port"
