@@ -2,8 +2,10 @@
 
 Resilience tests put it between an adapter and its broker: ``cut()`` drops every connection at
 once (as a crashed peer or a broken network would), ``stop()`` also stops listening (an outage),
-and ``start()`` listens again on the same port. No broker access is needed, so the same test runs
-against any server. Imports nothing from polybus.
+and ``start()`` listens again on the same port. ``freeze()`` makes every connection half-open: the
+sockets stay open but no byte passes in either direction (a peer that vanished without a FIN or
+RST: a pulled cable, a dead NAT entry, a frozen VM) until ``thaw()``. No broker access is needed,
+so the same test runs against any server. Imports nothing from polybus.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class TcpRelay:
         """Connections relayed so far (the upstream side answered)."""
         self.cuts = 0
         self._server: asyncio.Server | None = None
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
@@ -80,6 +84,27 @@ class TcpRelay:
                 writer.transport.abort()
         self._writers.clear()
 
+    @property
+    def frozen(self) -> bool:
+        """True between ``freeze()`` and ``thaw()``."""
+        return not self._flowing.is_set()
+
+    def freeze(self) -> None:
+        """Stop forwarding bytes, in both directions, on every connection, without closing any.
+
+        Bytes that arrive meanwhile are held (up to the sockets' buffers: the sender then sees
+        a full window, as with a peer that stopped reading) and delivered in order on ``thaw()``,
+        unless the connection was cut or closed first. New connections are still accepted (the
+        kernel completes the handshake anyway) and connected upstream, but they are frozen too:
+        not a byte passes, as on a network path that went dark. A client detects this only by
+        its own heartbeats or timeouts.
+        """
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Forward again what ``freeze()`` held, and all that follows."""
+        self._flowing.set()
+
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
@@ -90,9 +115,21 @@ class TcpRelay:
         self._writers |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
+    async def _hold(self, writer: asyncio.StreamWriter) -> bool:
+        """While frozen, hold the bytes read (and read no more); False if the connection was
+        dropped meanwhile (a ``cut()`` or ``stop()`` during a freeze ends its pipes)."""
+        while not self._flowing.is_set():
+            if writer.transport.is_closing():
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flowing.wait(), 0.1)
+        return not writer.transport.is_closing()
+
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if not await self._hold(writer):
+                    return
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
