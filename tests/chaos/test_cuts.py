@@ -8,17 +8,13 @@ from collections.abc import Callable
 import pytest
 from tests.chaos.conftest import Reliability
 
-from polybus.testing import Ledger, RelayFaults, unique_name
+from polybus.testing import Ledger, RelayFaults, run_stream, unique_name
 
 
 @pytest.mark.polybus(timeout=600)
 async def test_connection_cut_five_times(
-    chaos_broker: str, chaos_url: str, size: Callable[..., int], reliability: Reliability
+    chaos_faults: RelayFaults, size: Callable[..., int], reliability: Reliability
 ) -> None:
-    if chaos_broker in ("memory", "kafka"):
-        pytest.skip("todo")
-    faults = RelayFaults.in_front_of(chaos_url)
-    assert faults is not None
     messages = size(20_000, least=500)
 
     async def cut_five_times(ledger: Ledger) -> None:
@@ -27,14 +23,10 @@ async def test_connection_cut_five_times(
             ledger.fault("cut")
             await faults.cut()
 
-    async with faults:
-        report = await faults_stream(faults.url, messages, cut_five_times)
+    async with chaos_faults as faults:
+        report = await run_stream(
+            faults.url, unique_name("chaos-cut"), messages=messages, fault=cut_five_times, send_interval=0.02
+        )
     reliability(report)
     assert report.faults == 5
     report.check()
-
-
-async def faults_stream(url: str, messages: int, fault) -> object:
-    from polybus.testing import run_stream
-
-    return await run_stream(url, unique_name("chaos-cut"), messages=messages, fault=fault, send_interval=0.02)
