@@ -79,7 +79,7 @@ async def test_freeze_holds_bytes_without_closing_and_thaw_delivers_them() -> No
         reader, writer = await asyncio.open_connection("127.0.0.1", relayed)
         writer.write(b"ping")
         assert await asyncio.wait_for(reader.read(4), 5) == b"ping"
-        await faults.freeze()
+        await faults.freeze(new_connections=True)
         assert faults.relay.frozen
         writer.write(b"held")
         await writer.drain()
@@ -102,11 +102,43 @@ async def test_freeze_holds_bytes_without_closing_and_thaw_delivers_them() -> No
         assert faults.relay.accepted == 2
 
 
+async def test_by_default_a_freeze_spares_new_connections_and_holds_a_close() -> None:
+    ended: list[None] = []
+
+    async def echo_until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _echo(reader, writer)
+        ended.append(None)
+
+    async def ended_count(count: int) -> None:
+        while len(ended) < count:
+            await asyncio.sleep(0.01)
+
+    server = await asyncio.start_server(echo_until_closed, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, RelayFaults(f"tcp://127.0.0.1:{port}") as faults:
+        reader, writer = await asyncio.open_connection("127.0.0.1", faults.relay.port)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.read(4), 5) == b"ping"  # relayed: the connection is up
+        await faults.freeze()
+        writer.write(b"lost")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.read(4), 0.5)
+        assert await _roundtrip(faults.relay.port) == b"ping"  # a new connection flows
+        await asyncio.wait_for(ended_count(1), 5)  # and its close reaches the server
+        writer.close()  # the client gives up on the frozen connection: the server does not hear of it
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ended_count(2), 0.5)
+        await faults.thaw()
+        await asyncio.wait_for(ended_count(2), 5)  # the held close arrives with the thaw
+
+
 async def test_a_cut_or_stop_during_a_freeze_drops_the_frozen_connections() -> None:
     server = await asyncio.start_server(_echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server, RelayFaults(f"tcp://127.0.0.1:{port}") as faults:
         reader, writer = await asyncio.open_connection("127.0.0.1", faults.relay.port)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.read(4), 5) == b"ping"  # relayed: the connection is up
         await faults.freeze()
         writer.write(b"held")
         await asyncio.sleep(0.2)

@@ -95,10 +95,11 @@ class RelayFaults:
     async def start(self) -> None:
         await self.relay.start()
 
-    async def freeze(self) -> None:
-        """Make every connection half-open until ``thaw()``: open, but not a byte passes
-        (:meth:`TcpRelay.freeze`; new connections are accepted and frozen too)."""
-        self.relay.freeze()
+    async def freeze(self, *, new_connections: bool = False) -> None:
+        """Make every open connection half-open until ``thaw()``: open, but not a byte (nor a
+        close) passes. New connections flow, unless ``new_connections`` (then they are accepted
+        but frozen too). See :meth:`TcpRelay.freeze`."""
+        self.relay.freeze(new_connections=new_connections)
 
     async def thaw(self) -> None:
         """End a ``freeze()``: the bytes held are forwarded, in order, and traffic flows again."""

@@ -40,8 +40,10 @@ class TcpRelay:
         """Connections relayed so far (the upstream side answered)."""
         self.cuts = 0
         self._server: asyncio.Server | None = None
-        self._flowing = asyncio.Event()
-        self._flowing.set()
+        self._freezing = False
+        self._freeze_new = False
+        self._gates: set[asyncio.Event] = set()
+        """One per connection: set while its bytes flow, cleared while it is frozen."""
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
@@ -87,23 +89,32 @@ class TcpRelay:
     @property
     def frozen(self) -> bool:
         """True between ``freeze()`` and ``thaw()``."""
-        return not self._flowing.is_set()
+        return self._freezing
 
-    def freeze(self) -> None:
-        """Stop forwarding bytes, in both directions, on every connection, without closing any.
+    def freeze(self, *, new_connections: bool = False) -> None:
+        """Make every open connection half-open: stop forwarding bytes, both ways, without closing it.
 
-        Bytes that arrive meanwhile are held (up to the sockets' buffers: the sender then sees
-        a full window, as with a peer that stopped reading) and delivered in order on ``thaw()``,
-        unless the connection was cut or closed first. New connections are still accepted (the
-        kernel completes the handshake anyway) and connected upstream, but they are frozen too:
-        not a byte passes, as on a network path that went dark. A client detects this only by
-        its own heartbeats or timeouts.
+        Nothing passes until ``thaw()``, not even a close: bytes (and an end of stream) that arrive
+        meanwhile are held, up to the sockets' buffers (the sender then sees a full window, as with
+        a peer that stopped reading), and forwarded in order on ``thaw()`` unless the connection
+        is cut first. Each side sees an open, silent connection, as after a pulled cable, a dead
+        NAT entry or a frozen VM; only its own heartbeats or timeouts tell it.
+
+        New connections flow normally (a client that gave up on a frozen connection reconnects
+        at once, as through a NAT that lost its old entries), unless ``new_connections`` is true:
+        then they are accepted and connected upstream but frozen too (a path that went dark; the
+        client's connect succeeds, its handshake stalls).
         """
-        self._flowing.clear()
+        self._freezing = True
+        self._freeze_new = new_connections
+        for gate in self._gates:
+            gate.clear()
 
     def thaw(self) -> None:
         """Forward again what ``freeze()`` held, and all that follows."""
-        self._flowing.set()
+        self._freezing = self._freeze_new = False
+        for gate in self._gates:
+            gate.set()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -113,25 +124,36 @@ class TcpRelay:
             return
         self.accepted += 1
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        gate = asyncio.Event()
+        if not self._freeze_new:
+            gate.set()
+        self._gates.add(gate)
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer, gate), self._pipe(up_reader, writer, gate))
+        finally:
+            self._gates.discard(gate)
 
-    async def _hold(self, writer: asyncio.StreamWriter) -> bool:
-        """While frozen, hold the bytes read (and read no more); False if the connection was
+    @staticmethod
+    async def _hold(gate: asyncio.Event, writer: asyncio.StreamWriter) -> bool:
+        """While frozen, hold what was read (and read no more); False if the connection was
         dropped meanwhile (a ``cut()`` or ``stop()`` during a freeze ends its pipes)."""
-        while not self._flowing.is_set():
+        while not gate.is_set():
             if writer.transport.is_closing():
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flowing.wait(), 0.1)
+                await asyncio.wait_for(gate.wait(), 0.1)
         return not writer.transport.is_closing()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event
+    ) -> None:
         try:
             while data := await reader.read(65536):
-                if not await self._hold(writer):
+                if not await self._hold(gate, writer):
                     return
                 writer.write(data)
                 await writer.drain()
+            await self._hold(gate, writer)  # a frozen connection does not pass on its close either
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
