@@ -8,25 +8,43 @@ from collections.abc import Callable
 import pytest
 from tests.chaos.conftest import Reliability
 
-from polybus.testing import Ledger, RelayFaults, run_stream, unique_name
+from polybus.testing import Ledger, RelayFaults, run_stream, unique_name, with_options
+
+SPAN = 4.0
+"""Seconds the producers spread their sends over: the five cuts (one every 0.4 s) fall inside."""
+LEASE = {"sqs": {"visibility_timeout": 5}}
+"""SQS hides the messages of a receive whose reply a cut lost until their visibility timeout ends
+(30 s by default): a shorter one keeps the scenario short. The other brokers notice the lost
+connection and hand its deliveries back at once."""
 
 
 @pytest.mark.polybus(timeout=600)
 async def test_connection_cut_five_times(
-    chaos_faults: RelayFaults, size: Callable[..., int], reliability: Reliability
+    chaos_broker: str, chaos_faults: RelayFaults, size: Callable[..., int], reliability: Reliability
 ) -> None:
     messages = size(20_000, least=500)
+    producers, batch = 4, 10
+    batches = -(-messages // producers // batch)
+    sent_at_last_cut: list[int] = []
 
     async def cut_five_times(ledger: Ledger) -> None:
         for _ in range(5):
             await asyncio.sleep(0.4)
             ledger.fault("cut")
             await faults.cut()
+        sent_at_last_cut.append(len(ledger.sent_ids))
 
     async with chaos_faults as faults:
         report = await run_stream(
-            faults.url, unique_name("chaos-cut"), messages=messages, fault=cut_five_times, send_interval=0.02
+            with_options(faults.url, **LEASE.get(chaos_broker, {})),
+            unique_name("chaos-cut"),
+            messages=messages,
+            producers=producers,
+            batch=batch,
+            send_interval=SPAN / batches,
+            fault=cut_five_times,
         )
     reliability(report)
     assert report.faults == 5
+    assert sent_at_last_cut[0] < messages, "the stream ended before the last cut: spread it wider"
     report.check()
