@@ -103,15 +103,11 @@ async def test_freeze_holds_bytes_without_closing_and_thaw_delivers_them() -> No
 
 
 async def test_by_default_a_freeze_spares_new_connections_and_holds_a_close() -> None:
-    ended: list[None] = []
+    ended: asyncio.Queue[None] = asyncio.Queue()  # one item per connection the server saw closed
 
     async def echo_until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _echo(reader, writer)
-        ended.append(None)
-
-    async def ended_count(count: int) -> None:
-        while len(ended) < count:
-            await asyncio.sleep(0.01)
+        ended.put_nowait(None)
 
     server = await asyncio.start_server(echo_until_closed, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -124,12 +120,12 @@ async def test_by_default_a_freeze_spares_new_connections_and_holds_a_close() ->
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(reader.read(4), 0.5)
         assert await _roundtrip(faults.relay.port) == b"ping"  # a new connection flows
-        await asyncio.wait_for(ended_count(1), 5)  # and its close reaches the server
+        await asyncio.wait_for(ended.get(), 5)  # and its close reaches the server
         writer.close()  # the client gives up on the frozen connection: the server does not hear of it
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(ended_count(2), 0.5)
+            await asyncio.wait_for(ended.get(), 0.5)
         await faults.thaw()
-        await asyncio.wait_for(ended_count(2), 5)  # the held close arrives with the thaw
+        await asyncio.wait_for(ended.get(), 5)  # the held close arrives with the thaw
 
 
 async def test_a_cut_or_stop_during_a_freeze_drops_the_frozen_connections() -> None:

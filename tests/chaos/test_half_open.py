@@ -25,10 +25,12 @@ DETECTION: dict[str, dict[str, object]] = {
     "kafka": {"request_timeout_ms": 4000},  # default 30 s (TansuRelayFaults' url has it already)
     "nats": {"ping_interval": 1, "max_outstanding_pings": 2},  # default 10 s, 2
     "redis": {"socket_timeout": 2},  # default 10 s
-    "sqs": {"read_timeout": 3, "connect_timeout": 2},  # default 30 s, 5 s
+    # default 30 s, 5 s; and a receive whose reply the freeze held hides its messages until
+    # their visibility timeout ends (30 s by default): 5 s keeps the scenario short
+    "sqs": {"read_timeout": 3, "connect_timeout": 2, "visibility_timeout": 5},
 }
 """Options that make each client notice a silent connection within a few seconds."""
-FREEZE = 10.0
+FREEZE = 12.0
 """Seconds the connections stay frozen: longer than every client's detection time above."""
 SEND_BOUND = 45.0
 """Longest a send may take, fault or not: the reconnect policy's give_up_after (30 s) plus one
