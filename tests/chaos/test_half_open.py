@@ -110,7 +110,6 @@ async def test_half_open_connection_is_detected(
         "resumed": resumed,
         "longest_send": round(ledger.longest_send, 2),
     }
-    print(f"\n[{chaos_broker}: {report.summary()}; {figures}]")
     reliability(report, **figures)
     assert report.faults == 1
     report.check()
