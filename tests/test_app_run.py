@@ -201,3 +201,38 @@ async def test_cancelling_run_stops_at_once_and_hands_back_what_is_unfinished() 
     assert gate.finished == []
     assert stats.groups["g"].in_flight == 0
     assert stats.groups["g"].backlog == len(ids)
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_a_handler_cancelled_on_its_own_counts_as_failed_and_the_runner_goes_on(ordered: bool) -> None:
+    """A ``CancelledError`` out of a handler while ``run_consumer`` itself is not cancelled: the
+    delivery is nacked (never acked, never left held), the one worker goes on and handles it again,
+    then the next message. (Before: the worker ended, the runner returned, the delivery stayed held.)"""
+    topic = unique_name("self-cancel")
+    attempts: list[tuple[str, int]] = []
+
+    async def handler(delivery: polybus.Delivery) -> None:
+        attempts.append((delivery.body.decode(), delivery.attempt))
+        if delivery.attempt == 1 and delivery.body == b"first":
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(1)  # cancelled here
+
+    async with (
+        polybus.connect("memory://") as broker,
+        broker.topic(topic).consumer("g", prefetch=1) as consumer,
+    ):
+        await send(broker, topic, b"first", b"second")
+        stop = asyncio.Event()
+        runner = asyncio.create_task(
+            polybus.run_consumer(consumer, handler, retry_delay=0, stop=stop, ordered_by_key=ordered)
+        )
+        await until(lambda: len(attempts) == 3)
+        assert not runner.done()
+        stop.set()
+        await asyncio.wait_for(runner, 5)
+        assert consumer.in_flight == 0
+        stats = await broker.topic(topic).stats()
+    assert sorted(attempts) == [("first", 1), ("first", 2), ("second", 1)]
+    assert stats.groups["g"].backlog == 0

@@ -102,3 +102,30 @@ def test_snapshots_of_several_processes_merge_into_one_report() -> None:
     report = merged.report()
     assert report.ok and report.duplicated == {"a": 2} and report.faults == 1
     assert merged.highest_attempt("a") == 2 and merged.complete()
+
+
+def test_wait_deliveries_times_a_fault_into_the_stream() -> None:
+    async def main() -> None:
+        ledger = Ledger()
+        ledger.confirmed(["a", "b", "c"])
+        assert not await ledger.wait_deliveries(1, timeout=0.05)
+        loop = asyncio.get_running_loop()
+        for delay, message_id in ((0.02, "a"), (0.04, "b"), (0.06, "a")):
+            loop.call_later(delay, ledger.delivered, message_id)
+        assert await ledger.wait_deliveries(3, timeout=5)
+        assert ledger.deliveries == 3 and ledger.outstanding == 1
+
+    asyncio.run(main())
+
+
+def test_merged_deliveries_wake_wait_deliveries() -> None:
+    async def main() -> None:
+        ledger, worker = Ledger(), Ledger()
+        for message_id in ("a", "b"):
+            worker.delivered(message_id)
+        waiting = asyncio.create_task(ledger.wait_deliveries(2, timeout=5))
+        await asyncio.sleep(0)
+        ledger.merge(worker.snapshot())
+        assert await waiting
+
+    asyncio.run(main())

@@ -100,7 +100,44 @@ async def _failed(delivery: Delivery, exc: Exception, retry_delay: float | None)
             await (delivery.ack() if sent else delivery.nack(retry_delay))
 
 
-async def _handle(delivery: Delivery, handler: Handler, retry_delay: float | None) -> None:
+class _Run:
+    """Whether a runner is being torn down: its task cancelled, or one of its tasks crashed (the task
+    group then cancels the others). A cancel that arrives otherwise was aimed at one handler."""
+
+    __slots__ = ("crashed", "task")
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.crashed = False
+
+    def ending(self) -> bool:
+        return self.crashed or self.task is None or self.task.cancelling() > 0
+
+
+async def _cancelled(delivery: Delivery, run: _Run | None, retry_delay: float | None) -> bool:
+    """``CancelledError`` came out of a handler: False when it must propagate, else it was handled.
+
+    When the runner is being torn down (cancelled, or a task of it crashed) the cancel propagates:
+    what the handler held stays unsettled and goes back to the group when the consumer closes.
+    Otherwise the cancel was aimed at this one handler: it counts as a failed handler (the cancel
+    is absorbed with ``uncancel``, the delivery nacked, the worker goes on). Left unsettled, the
+    delivery would stay held, its prefetch slot taken and its lease kept alive, until the consumer
+    closed.
+    """
+    task = asyncio.current_task()
+    if run is None or task is None or run.ending():
+        return False
+    task.uncancel()
+    log.warning("the handler of %r was cancelled; redelivering in %ss", delivery, retry_delay)
+    if delivery.outcome is None:
+        # shielded: a second cancel ends the task, but never leaves the nack half sent
+        await asyncio.shield(delivery.nack(retry_delay))
+    return True
+
+
+async def _handle(
+    delivery: Delivery, handler: Handler, retry_delay: float | None, run: _Run | None = None
+) -> None:
     """Run ``handler`` on ``delivery`` and settle it; a settlement that fails is logged (the broker
     redelivers what was not settled). The worker of :func:`run_consumer` inlines the same steps."""
     try:
@@ -108,6 +145,10 @@ async def _handle(delivery: Delivery, handler: Handler, retry_delay: float | Non
             await handler(delivery)
         except Exception as exc:
             await _failed(delivery, exc, retry_delay)
+            return
+        except asyncio.CancelledError:
+            if not await _cancelled(delivery, run, retry_delay):
+                raise
             return
         if delivery.outcome is None:
             await delivery.ack()
@@ -130,7 +171,10 @@ async def run_consumer(
     handled one at a time in the order received (different keys in parallel, unkeyed ones freely).
     Returns when ``stop`` is set and the handlers under way finished, or when the consumer is closed;
     a delivery received as ``stop`` was set, or queued behind its key, is left unsettled (it goes
-    back to the group when the consumer closes). Cancel it to stop at once.
+    back to the group when the consumer closes). Cancel it to stop at once: the deliveries of the
+    handlers it cancels are left unsettled too, never acked; close the consumer to hand them back.
+    A handler whose own task is cancelled (not ``run_consumer``'s) counts as failed: its delivery is
+    nacked with ``retry_delay`` and the runner goes on.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -143,6 +187,7 @@ async def run_consumer(
         return not stop.is_set() and not consumer.closed
 
     stopped = stop.is_set
+    run = _Run()
 
     async def worker() -> None:  # the hot path: no layer more than needed
         receive, buffered = consumer.receive, consumer._receive_buffered
@@ -164,14 +209,25 @@ async def run_consumer(
                 except Exception as exc:
                     await _failed(delivery, exc, retry_delay)
                     continue
+                except asyncio.CancelledError:
+                    if not await _cancelled(delivery, run, retry_delay):
+                        raise
+                    continue
                 if delivery.outcome is None:
                     await delivery.ack()
             except PolybusError as exc:  # settling failed: the broker will redeliver it
                 log.warning("could not settle %r: %s", delivery, exc)
 
+    async def guarded() -> None:
+        try:
+            await worker()
+        except Exception:
+            run.crashed = True  # before the task group cancels the other workers
+            raise
+
     async with asyncio.TaskGroup() as tasks:
         for _ in range(concurrency):
-            tasks.create_task(worker())
+            tasks.create_task(guarded())
 
 
 async def _receive(consumer: Consumer, running: Callable[[], bool]) -> Delivery | None:
@@ -187,6 +243,7 @@ async def _receive(consumer: Consumer, running: Callable[[], bool]) -> Delivery 
 async def _run_ordered(
     consumer: Consumer, handler: Handler, concurrency: int, retry_delay: float | None, stop: asyncio.Event
 ) -> None:
+    run = _Run()
     slots = asyncio.Semaphore(concurrency)  # one per handler running (a busy key holds one)
     busy: dict[str, collections.deque[Delivery]] = {}  # key -> deliveries waiting behind the running one
 
@@ -196,38 +253,48 @@ async def _run_ordered(
     async def run_key(key: str, delivery: Delivery) -> None:
         try:
             while True:
-                await _handle(delivery, handler, retry_delay)
+                await _handle(delivery, handler, retry_delay, run)
                 waiting = busy[key]
                 if not waiting or stop.is_set():
                     return  # anything still waiting stays unsettled: handed back on close
                 delivery = waiting.popleft()
+        except Exception:
+            run.crashed = True
+            raise
         finally:
             del busy[key]  # no await since the last check: nothing can have queued behind it meanwhile
             slots.release()
 
     async def run_one(delivery: Delivery) -> None:
         try:
-            await _handle(delivery, handler, retry_delay)
+            await _handle(delivery, handler, retry_delay, run)
+        except Exception:
+            run.crashed = True
+            raise
         finally:
             slots.release()
 
     async with asyncio.TaskGroup() as tasks:
-        while running():
-            delivery = await _receive(consumer, running)
-            if delivery is None or stop.is_set():
-                continue
-            key = delivery.key
-            if key is not None:
-                waiting = busy.get(key)
-                if waiting is not None:
-                    waiting.append(delivery)  # bounded: it is held unsettled, within prefetch
+        try:
+            while running():
+                delivery = await _receive(consumer, running)
+                if delivery is None or stop.is_set():
                     continue
-            await slots.acquire()
-            if stop.is_set():
-                slots.release()
-                break
-            if key is None:
-                tasks.create_task(run_one(delivery))
-            else:
-                busy[key] = collections.deque()
-                tasks.create_task(run_key(key, delivery))
+                key = delivery.key
+                if key is not None:
+                    waiting = busy.get(key)
+                    if waiting is not None:
+                        waiting.append(delivery)  # bounded: it is held unsettled, within prefetch
+                        continue
+                await slots.acquire()
+                if stop.is_set():
+                    slots.release()
+                    break
+                if key is None:
+                    tasks.create_task(run_one(delivery))
+                else:
+                    busy[key] = collections.deque()
+                    tasks.create_task(run_key(key, delivery))
+        except Exception:
+            run.crashed = True  # before the task group cancels the running handlers
+            raise

@@ -129,6 +129,7 @@ class Ledger:
         self._fault_times: list[tuple[float, str]] = []
         self._outstanding = 0
         self._done: asyncio.Event | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def __repr__(self) -> str:
         return f"<Ledger {self.report().summary()}>"
@@ -151,6 +152,15 @@ class Ledger:
         """A handler saw ``message_id`` (its ``attempt``, as the delivery says)."""
         self._count(message_id, 1, attempt)
         self._delivery_times.append(self._clock())
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        count = len(self._delivery_times)
+        for entry in [w for w in self._waiters if w[0] <= count]:
+            self._waiters.remove(entry)
+            if not entry[1].done():
+                entry[1].set_result(None)
 
     def _count(self, message_id: str, times: int, attempt: int) -> None:
         first = message_id not in self._counts
@@ -208,6 +218,28 @@ class Ledger:
     def complete(self) -> bool:
         """Every confirmed id has been delivered at least once."""
         return self._outstanding == 0
+
+    @property
+    def deliveries(self) -> int:
+        """Deliveries booked so far, redeliveries included."""
+        return len(self._delivery_times)
+
+    async def wait_deliveries(self, count: int, timeout: float | None = None) -> bool:
+        """Wait until ``count`` deliveries were booked (to time a fault into the stream); True if so."""
+        if len(self._delivery_times) >= count:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (count, waiter)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            return False
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+        return True
 
     async def wait_complete(self, timeout: float) -> bool:
         """Wait until every id confirmed so far was delivered, or ``timeout`` seconds; True if so."""
@@ -271,3 +303,5 @@ class Ledger:
         self.confirmed(snapshot.get("confirmed", ()))
         self._delivery_times.extend(snapshot.get("delivery_times", ()))
         self._fault_times.extend((float(at), str(label)) for at, label in snapshot.get("faults", ()))
+        if self._waiters:  # deliveries booked by other processes count for wait_deliveries too
+            self._wake()
