@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=1.0, help="size of each scenario (1 = full size)")
     parser.add_argument("--brokers", help=f"comma-separated subset of {','.join(BROKERS)} (default: all)")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression: a subset of the scenarios")
+    parser.add_argument(
+        "-n", dest="workers", type=int, default=3, help="pytest-xdist workers (0: one process; default 3)"
+    )
     parser.add_argument("--out", default=str(DOC), help="where the report goes ('-' prints it)")
     parser.add_argument("--rows", help="also keep the raw JSON rows in this file")
     parser.add_argument("--render", metavar="ROWS", help="only render saved JSON rows; run nothing")
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "pytest", "tests/chaos", "-q", "-p", "no:cacheprovider"]
         if args.keyword:
             command += ["-k", args.keyword]
+        command += ["-n", str(args.workers), "--dist", "worksteal"] if args.workers else ["-p", "no:xdist"]
         started = time.monotonic()
         code = subprocess.run(command, cwd=ROOT, env=env).returncode
         took = time.monotonic() - started

@@ -449,3 +449,30 @@ async def test_unknown_subscription_in_overrides_is_refused_before_anything_open
     with pytest.raises(polybus.ConfigurationError, match="must be a whole number"):
         await app.start(broker, overrides={"body_handler": {"concurrency": 0}})
     assert not broker._children, "something was opened before the configuration was checked"
+
+
+async def test_a_request_with_a_forged_reply_address_is_rejected_not_redelivered(
+    broker: polybus.Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # found by tests/chaos/test_bad_input.py: the reply, then the error reply, raised
+    # ConfigurationError (no inbox address), and the request was nacked and redelivered forever
+    topic = unique_name("forged")
+    calls: list[int] = []
+    app = polybus.App()
+
+    @app.subscribe(topic, group="g", retry_delay=0.05)
+    async def responder(order: Order) -> dict[str, int]:
+        calls.append(order.id)
+        return {"id": order.id}
+
+    caplog.set_level(logging.ERROR, "polybus")
+    async with Running(app, broker):
+        async with broker.topic(topic).producer() as producer:
+            await producer.send(
+                polybus.Message.of({"id": 1, "total": 1}, headers={polybus.REPLY_TO_HEADER: "not-an-inbox"})
+            )
+        await until(lambda: any("rejecting request" in r.getMessage() for r in caplog.records))
+        await asyncio.sleep(0.3)  # a nack every 0.05 s would have come back several times by now
+        stats = await broker.topic(topic).stats()
+    assert calls == [1]
+    assert stats.groups["g"].backlog == 0 and stats.groups["g"].in_flight == 0

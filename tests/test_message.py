@@ -57,7 +57,16 @@ def test_decode_into_models_and_types() -> None:
     assert decode_body(b'{"a":1}') == {"a": 1}
 
 
-@pytest.mark.parametrize(("body", "model"), [(b"{oops", None), (b'{"x":"no"}', Point), (b"\xff", str)])
+@pytest.mark.parametrize(
+    ("body", "model"),
+    [
+        (b"{oops", None),
+        (b'{"x":"no"}', Point),
+        (b"\xff", str),
+        (b"[" * 100_000, None),
+        (b"[" * 100_000, Point),
+    ],
+)
 def test_bad_payloads_raise_decode_error(body: bytes, model: object) -> None:
     with pytest.raises(polybus.DecodeError, match="does not decode"):
         decode_body(body, model)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from polybus.testing.plugin import broker_url
+from polybus.testing.plugin import broker_url, note
 
 BROKERS = ["memory", "redis", "rabbitmq", "kafka", "nats", "sqs"]
 
@@ -40,15 +40,14 @@ def service_url(service_broker: str) -> str:
 
 
 @pytest.fixture
-def scaled(service_broker: str, capsys: pytest.CaptureFixture[str]) -> Callable[[int], int]:
+def scaled(service_broker: str, request: pytest.FixtureRequest) -> Callable[[int], int]:
     """``scaled(n)``: ``n`` messages, scaled down on slow brokers (the scale is printed)."""
     scale = SCALE.get(service_broker, 1.0)
 
     def scale_it(n: int) -> int:
         count = max(1, int(n * scale))
         if count != n:
-            with capsys.disabled():
-                print(f"\n[{service_broker}: {n} scaled to {count}]", end=" ")
+            note(request.node, f"{service_broker}: {n} scaled to {count}")
         return count
 
     return scale_it

@@ -236,14 +236,16 @@ async def test_a_consumer_process_killed_halfway_changes_nothing(
     workers: list[asyncio.subprocess.Process] = []
     began = time.monotonic()
     try:
+        async with polybus.connect(url) as broker, broker.topic(topic).consumer(group):
+            pass  # the group exists before the sends
+        # the orders go out once all four workers are in: on a busy machine, a worker ready long
+        # before the others could otherwise process every order before the kill
+        workers = list(await asyncio.gather(*(start_worker() for _ in range(4))))
         async with polybus.connect(url) as broker:
-            async with broker.topic(topic).consumer(group):
-                pass  # the group exists before the sends
             messages = _orders(total)
             async with broker.topic(topic).producer() as producer:
                 for start in range(0, len(messages), 500):
                     await producer.send_many(messages[start : start + 500])
-        workers = list(await asyncio.gather(*(start_worker() for _ in range(4))))
 
         async def halfway() -> bool:
             return sum((await effects()).values()) >= total // 2

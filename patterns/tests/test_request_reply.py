@@ -21,6 +21,7 @@ from polybus_patterns import RemoteError, Requester
 import polybus
 from polybus import CORRELATION_HEADER, ERROR_HEADER, ERROR_TYPE_HEADER, REPLY_TO_HEADER, Message
 from polybus.testing import unique_name
+from polybus.testing.plugin import note
 
 RESPONDER = Path(__file__).with_name("responder.py")
 _spec = importlib.util.spec_from_file_location("polybus_patterns_test_responder", RESPONDER)
@@ -33,9 +34,8 @@ UNOBTAINABLE = responder.UNOBTAINABLE
 pytestmark = pytest.mark.polybus(timeout=300)
 
 
-def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
-    with capsys.disabled():
-        print(f"\n[{text}]", end=" ")
+def report(request: pytest.FixtureRequest, text: str) -> None:
+    note(request.node, text)
 
 
 @contextlib.asynccontextmanager
@@ -104,7 +104,7 @@ async def delete_topic(url: str, name: str) -> None:
 
 
 async def test_every_reply_matches_its_request(
-    service_url: str, scaled: Callable[[int], int], capsys: pytest.CaptureFixture[str]
+    service_url: str, scaled: Callable[[int], int], request: pytest.FixtureRequest
 ) -> None:
     """5,000 requests from 20 concurrent callers, answered by the responder App in two processes."""
     total, callers = scaled(5000), 20
@@ -139,7 +139,7 @@ async def test_every_reply_matches_its_request(
             assert requester.stats.dropped == 0, requester.stats
         latencies.sort()
         report(
-            capsys,
+            request,
             f"{total} requests, {callers} callers: {elapsed:.2f}s, {total / elapsed:.0f}/s, "
             f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
             f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, "
@@ -190,7 +190,7 @@ async def test_an_app_handler_answers_and_its_failures_become_remote_errors(serv
 
 
 async def test_without_a_responder_every_request_times_out_and_leaves_nothing(
-    service_url: str, capsys: pytest.CaptureFixture[str]
+    service_url: str, request: pytest.FixtureRequest
 ) -> None:
     topic = unique_name("nobody")
     timeout = 1.0
@@ -209,7 +209,7 @@ async def test_without_a_responder_every_request_times_out_and_leaves_nothing(
                 assert max(took) < timeout + 0.5, max(took)
                 assert requester.pending == 0
                 assert requester.stats.timed_out == 50
-            report(capsys, f"50 timeouts of {timeout}s: slowest {max(took):.3f}s")
+            report(request, f"50 timeouts of {timeout}s: slowest {max(took):.3f}s")
     finally:
         await delete_topic(service_url, topic)
 

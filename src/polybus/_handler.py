@@ -22,7 +22,7 @@ import pydantic
 
 from polybus._delivery import Delivery
 from polybus._errors import ConfigurationError, DecodeError
-from polybus._message import Message
+from polybus._message import DECODE_FAILURES, Message
 from polybus._reply import CAUSATION_HEADER, CORRELATION_HEADER, REPLY_TO_HEADER
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ def typed_handler(
         async def body_only(delivery: Delivery) -> None:
             try:
                 value = decode(delivery.body)
-            except (ValueError, UnicodeDecodeError, pydantic.ValidationError) as exc:
+            except DECODE_FAILURES as exc:
                 raise failed(delivery, exc) from exc
             result = await fn(value)
             if result is not None:
@@ -264,7 +264,7 @@ def typed_handler(
         async def body_and_delivery(delivery: Delivery) -> None:
             try:
                 value = decode(delivery.body)
-            except (ValueError, UnicodeDecodeError, pydantic.ValidationError) as exc:
+            except DECODE_FAILURES as exc:
                 raise failed(delivery, exc) from exc
             result = await fn(value, delivery)
             if result is not None:
@@ -277,7 +277,7 @@ def typed_handler(
         if decode is not _NO_DECODE:
             try:
                 value = decode(delivery.body)
-            except (ValueError, UnicodeDecodeError, pydantic.ValidationError) as exc:
+            except DECODE_FAILURES as exc:
                 raise failed(delivery, exc) from exc
         args = [value if slot == "body" else delivery for slot in slots]
         result = await fn(*args, **dict.fromkeys(keywords, delivery))

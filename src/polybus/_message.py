@@ -25,6 +25,7 @@ from polybus._errors import DecodeError, EncodeError
 __all__ = [
     "BYTES_HEADER_SIZE",
     "CONTENT_TYPE",
+    "DECODE_FAILURES",
     "GROUP_HEADER",
     "ID_HEADER",
     "RESEND_HEADER",
@@ -197,6 +198,12 @@ def _adapter(model: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(model)
 
 
+DECODE_FAILURES = (ValueError, UnicodeDecodeError, RecursionError, pydantic.ValidationError)
+"""What decoding a body may raise, all turned into :class:`DecodeError`: ``json.loads`` raises
+``RecursionError`` (not ``ValueError``) for a body nested deeper than the interpreter's stack, e.g.
+100,000 ``[``: a foreign producer's body must never fail a handler in a way that is retried."""
+
+
 def decode_body(body: bytes, model: type[T] | Any = None) -> Any:
     """Decode JSON ``body``, validated into ``model`` (a pydantic model or any type pydantic knows)."""
     try:
@@ -209,6 +216,6 @@ def decode_body(body: bytes, model: type[T] | Any = None) -> Any:
         if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
             return model.model_validate_json(body)
         return _adapter(model).validate_json(body)
-    except (ValueError, UnicodeDecodeError, pydantic.ValidationError) as exc:
+    except DECODE_FAILURES as exc:
         what = "JSON" if model is None else getattr(model, "__name__", repr(model))
         raise DecodeError(f"body of {len(body)} bytes does not decode as {what}: {exc}") from exc

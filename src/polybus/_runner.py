@@ -5,8 +5,9 @@ and returns a handler; :func:`compose` stacks them in one visible loop, first = 
 :func:`run_consumer` settles each delivery *after* the handler finished: ack on success,
 ``nack(retry_delay)`` on an exception, ``reject`` on a :class:`~polybus.DecodeError` (the payload
 will never decode), unless the handler settled it itself. A request (a delivery with a reply
-address) whose handler failed gets an error reply instead of a redelivery. A failing handler never
-stops the worker.
+address) whose handler failed gets an error reply instead of a redelivery; one whose reply address
+the broker refuses as none of its own (a forged ``polybus-reply-to``) is rejected, as it can never
+be answered. A failing handler never stops the worker.
 
 Two ways of running: ``concurrency`` workers that each receive and handle in turn (the lean
 default), or, with ``ordered_by_key``, one receiving loop that hands each key's deliveries, one at a
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from polybus._delivery import Delivery
-from polybus._errors import DecodeError, PolybusError
+from polybus._errors import ConfigurationError, DecodeError, PolybusError
 from polybus._message import Message
 from polybus._reply import CORRELATION_HEADER, ERROR_HEADER, ERROR_TYPE_HEADER, REPLY_TO_HEADER
 
@@ -71,9 +72,15 @@ def error_reply(delivery: Delivery, exc: BaseException) -> Message:
     return Message(b"", headers, delivery.key)
 
 
-async def _send_error_reply(delivery: Delivery, address: str, exc: BaseException) -> bool:
+async def _send_error_reply(delivery: Delivery, address: str, exc: BaseException) -> bool | None:
+    """Send the error reply of a failed request: True if sent, False if the send failed (it may
+    work later), ``None`` if the broker refused ``address`` as no reply address of its own (a forged
+    or foreign ``polybus-reply-to``: no reply to it will ever go out)."""
     try:
         await delivery._consumer.topic.broker.reply(address, error_reply(delivery, exc))
+    except ConfigurationError as refused:
+        log.error("cannot answer request %r: %s", delivery, refused)
+        return None
     except PolybusError as send_error:
         log.warning("could not send the error reply for %r: %s", delivery, send_error)
         return False
@@ -97,7 +104,11 @@ async def _failed(delivery: Delivery, exc: Exception, retry_delay: float | None)
         log.error("handler failed for request %r; sending an error reply", delivery, exc_info=exc)
         sent = await _send_error_reply(delivery, address, exc)
         if delivery.outcome is None:
-            await (delivery.ack() if sent else delivery.nack(retry_delay))
+            if sent is None:  # its reply address is none: retrying could never answer it
+                log.error("rejecting request %r: its reply address %r is refused", delivery, address)
+                await delivery.reject()
+            else:
+                await (delivery.ack() if sent else delivery.nack(retry_delay))
 
 
 class _Run:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import pytest
 
 from polybus.testing import LedgerReport, RelayFaults, TansuRelayFaults
-from polybus.testing.plugin import broker_url
+from polybus.testing.plugin import broker_url, note
 
 BROKERS = ["memory", "redis", "rabbitmq", "kafka", "nats", "sqs"]
 
@@ -78,15 +78,14 @@ def chaos_faults(chaos_broker: str, chaos_url: str) -> RelayFaults:
 
 
 @pytest.fixture
-def size(chaos_broker: str, capsys: pytest.CaptureFixture[str]) -> Callable[[int], int]:
+def size(chaos_broker: str, request: pytest.FixtureRequest) -> Callable[[int], int]:
     """``size(n)``: how many of the ``n`` messages of the full-size scenario this run sends."""
     factor = scale() * BROKER_SCALE.get(chaos_broker, 1.0)
 
     def sized(n: int, *, least: int = 1) -> int:
         count = max(least, int(n * factor))
         if count != n:
-            with capsys.disabled():
-                print(f"\n[{chaos_broker}: {n} scaled to {count}]", end=" ")
+            note(request.node, f"{chaos_broker}: {n} scaled to {count}")
         return count
 
     return sized

@@ -99,3 +99,14 @@ def test_group_queue_names_fit_amqp() -> None:
     long = group_queue_name("t" * 200, "g" * 200)
     assert len(long) <= 255
     assert long != group_queue_name("t" * 200, "g" * 199 + "h")
+
+
+def test_exchange_names_past_what_pamqp_writes_are_shortened_by_a_digest() -> None:
+    from polybus_rabbitmq._wire import MAX_EXCHANGE_NAME, exchange_name
+
+    assert exchange_name("orders") == "orders"
+    assert exchange_name("t" * MAX_EXCHANGE_NAME) == "t" * MAX_EXCHANGE_NAME
+    long_a, long_b = "a" * 199 + "1", "a" * 199 + "2"
+    assert len(exchange_name(long_a)) == MAX_EXCHANGE_NAME
+    assert exchange_name(long_a) != exchange_name(long_b)
+    assert exchange_name(long_a).startswith("a" * 110 + ".")

@@ -66,6 +66,8 @@ class KafkaConsumer(Consumer):
         self._sends_retries = False
         self._deleted = False  # the topic was deleted through this broker connection
         self._paused = False
+        self._poller: asyncio.Task[None] | None = None  # a group member's poll-clock keeper
+        self._poll_error: Exception | None = None  # an error the keeper's poll took: the next fetch raises it
 
     @property
     def client(self) -> AIOKafkaConsumer:
@@ -132,6 +134,7 @@ class KafkaConsumer(Consumer):
                 ) from None
         assert self._commits is not None
         self._commits.start()
+        self._poller = asyncio.get_running_loop().create_task(self._keep_polling())
 
     def _busy_partitions(self) -> list[tuple[str, int]]:
         return [(tp.topic, tp.partition) for tp, t in self._trackers.items() if t.alive and t.busy]
@@ -144,6 +147,8 @@ class KafkaConsumer(Consumer):
             await self._commits.commit()
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self._client is None:  # the consumer closed while the group rebalanced
+            return
         keep = set(assigned)
         for tp, tracker in list(self._trackers.items()):
             if tp not in keep:
@@ -210,6 +215,10 @@ class KafkaConsumer(Consumer):
         # collections that promote them, then full collections (measured: 25% of consume throughput)
         if self._deleted:
             raise NotFoundError(f"topic {self.topic.name!r} was deleted")
+        if self._poll_error is not None:
+            error, self._poll_error = self._poll_error, None
+            with translated(f"fetching from {self.topic.name!r}"):
+                raise error
         max_messages = min(max_messages, _CHUNK)
         now = time.time()
         retries = self._retries
@@ -323,6 +332,31 @@ class KafkaConsumer(Consumer):
     def _interrupt(self) -> None:
         self._wakeup.set()
 
+    async def _keep_polling(self) -> None:
+        """Keep the member in its group while its handlers outlive ``max_poll_interval_ms``.
+
+        aiokafka makes a member leave its group when ``getmany`` was not called for
+        ``max_poll_interval_ms``, and the core stops fetching while the consumer is full (every
+        prefetch slot held by a running handler): a handler longer than that interval had its
+        partitions, and its message, handed to another member while it ran. A ``getmany`` of a
+        partition nobody has returns nothing and takes no record, but it counts as a poll; it
+        runs every third of the interval while the consumer is open, as NATS's ``+WPI`` and
+        SQS's visibility extension do. A hung handler therefore holds its partition, as it holds
+        its message on the other brokers.
+        """
+        interval = self.topic.broker.settings.max_poll_interval_ms / 3000
+        nowhere = TopicPartition(self.topic.name, -1)
+        while True:
+            await asyncio.sleep(interval)
+            client = self._client
+            if client is None:
+                return
+            try:
+                await client.getmany(nowhere, timeout_ms=0)
+            except (kerrors.KafkaError, kerrors.ConsumerStoppedError, kerrors.IllegalStateError) as exc:
+                self._poll_error = exc  # a pending error of the group: the next fetch raises it
+                self._wakeup.set()
+
     # -- settling --------------------------------------------------------------------------------
 
     async def _ack_batch(self, deliveries: list[Delivery]) -> None:
@@ -402,6 +436,10 @@ class KafkaConsumer(Consumer):
 
     async def _stop_client(self) -> None:
         self.topic.broker.unwatch(self)
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            await asyncio.wait({poller})  # a cancellation of the caller still propagates
         await self._stop_watchdog()
         if self._sends_retries and self._retry is not None:
             self._sends_retries = False

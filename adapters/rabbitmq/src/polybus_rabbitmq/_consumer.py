@@ -116,7 +116,7 @@ class RabbitConsumer(Consumer):
                 await channel.set_qos(prefetch_count=self.prefetch)
                 if self._group_queue is None:  # no group: a private queue that lives while we listen
                     declared = await channel.declare_queue(exclusive=True, auto_delete=True)
-                    await declared.bind(self.topic.name, routing_key="")
+                    await declared.bind(self.topic.exchange, routing_key="")
                     queue = declared.name
                 else:
                     queue = self._group_queue

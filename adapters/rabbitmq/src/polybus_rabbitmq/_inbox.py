@@ -27,7 +27,7 @@ from polybus import ConfigurationError, PublishError
 from polybus.adapter import REPLY_TO_HEADER, Message, PushInbox
 from polybus_rabbitmq._compat import PUBLISH_NO_DRAIN
 from polybus_rabbitmq._errors import CONNECTION_ERRORS, translating
-from polybus_rabbitmq._wire import DIRECT_REPLY_TO, Incoming, properties_for
+from polybus_rabbitmq._wire import DIRECT_REPLY_TO, Incoming, exchange_name, properties_for
 
 if TYPE_CHECKING:
     from polybus_rabbitmq._broker import RabbitBroker
@@ -99,7 +99,7 @@ class RabbitInbox(PushInbox):
         with translating(f"sending a request to {topic!r}", broker.display_url):
             result = await underlay.basic_publish(
                 message.body,
-                exchange=topic,
+                exchange=exchange_name(topic),
                 routing_key=message.key if message.key and len(message.key.encode()) <= 255 else "",
                 properties=properties,
                 mandatory=True,

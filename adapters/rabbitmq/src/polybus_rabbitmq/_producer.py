@@ -119,7 +119,7 @@ class RabbitProducer(Producer):
         if self._queue is not None:  # one group: its queue, by name, through the default exchange
             exchange, routing_key = "", self._queue
         else:  # the key travels in a header; as routing key too where it fits AMQP's 255-byte limit
-            exchange = self.topic.name
+            exchange = self.topic.exchange
             routing_key = message.key if message.key and len(message.key.encode()) <= 255 else ""
         return await underlay.basic_publish(
             message.body,

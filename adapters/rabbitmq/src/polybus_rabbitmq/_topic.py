@@ -20,7 +20,7 @@ from polybus.adapter import GroupStats, Message, NoOptions, Start, Topic, TopicS
 from polybus_rabbitmq._consumer import RabbitConsumer
 from polybus_rabbitmq._producer import RabbitProducer
 from polybus_rabbitmq._registry import GroupRegistry
-from polybus_rabbitmq._wire import REGISTRY_SUFFIX, group_queue_name
+from polybus_rabbitmq._wire import REGISTRY_SUFFIX, exchange_name, group_queue_name
 
 if TYPE_CHECKING:
     from polybus_rabbitmq._broker import RabbitBroker
@@ -44,19 +44,24 @@ class RabbitTopic(Topic):
         super().__init__(broker, name)
         self.registry = GroupRegistry(broker, name)
 
+    @property
+    def exchange(self) -> str:
+        """The topic's exchange: named after the topic (a digest shortens names past 127 characters)."""
+        return exchange_name(self.name)
+
     def _remember(self, suffix: str) -> None:
         s = self.broker.settings
         _KNOWN_GROUPS[(s.host, s.port, s.vhost, self.name)].add(suffix)
 
     async def _ensure(self) -> None:
         async def declare(channel: aio_pika.abc.AbstractChannel) -> None:
-            await channel.declare_exchange(self.name, aio_pika.ExchangeType.FANOUT, durable=True)
+            await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.FANOUT, durable=True)
 
         await self.broker.admin(f"declaring topic {self.name!r}", declare)
 
     async def _check_exists(self) -> None:
         async def check(channel: aio_pika.abc.AbstractChannel) -> None:
-            await channel.get_exchange(self.name, ensure=True)
+            await channel.get_exchange(self.exchange, ensure=True)
 
         try:
             await self.broker.admin(f"looking up topic {self.name!r}", check)
@@ -78,7 +83,7 @@ class RabbitTopic(Topic):
         await self.registry.delete(drop_groups)
 
         async def drop_exchange(channel: aio_pika.abc.AbstractChannel) -> None:
-            await channel.exchange_delete(self.name, if_unused=False)
+            await channel.exchange_delete(self.exchange, if_unused=False)
 
         await self.broker.admin(f"deleting topic {self.name!r}", drop_exchange)
 
@@ -119,7 +124,7 @@ class RabbitTopic(Topic):
             {"x-queue-type": "quorum"} if self.broker.uses_quorum else None
         )
         declared = await channel.declare_queue(queue, durable=True, arguments=arguments)
-        await declared.bind(self.name, routing_key="")
+        await declared.bind(self.exchange, routing_key="")
         self._remember(group)
         return queue
 
@@ -145,7 +150,7 @@ class RabbitTopic(Topic):
         async def bind_existing(channel: aio_pika.abc.AbstractChannel) -> str:
             queue = group_queue_name(self.name, group)
             declared = await channel.declare_queue(queue, passive=True)
-            await declared.bind(self.name, routing_key="")
+            await declared.bind(self.exchange, routing_key="")
             self._remember(group)
             return queue
 

@@ -31,6 +31,7 @@ __all__ = [
     "TS_HEADER",
     "Incoming",
     "delay_bucket",
+    "exchange_name",
     "group_queue_name",
     "properties_for",
     "registry_lock_name",
@@ -49,7 +50,18 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 """RabbitMQ's direct reply-to pseudo-queue; the server rewrites it into ``<it>.<token>`` per channel."""
 
 MAX_QUEUE_NAME = 255
+MAX_EXCHANGE_NAME = 127
+"""Longest exchange name pamqp (under aio-pika) writes; AMQP itself allows 255 bytes."""
 MAX_DELAY_MS = 2**32 - 1
+
+
+def exchange_name(topic: str) -> str:
+    """The exchange of ``topic``: its name, or for a name longer than pamqp writes (portable names
+    run to 200 characters), its first 110 characters, a dot and a digest (no name has a dot)."""
+    if len(topic) <= MAX_EXCHANGE_NAME:
+        return topic
+    digest = hashlib.sha256(topic.encode()).hexdigest()[:16]
+    return f"{topic[:110]}.{digest}"
 
 
 def group_queue_name(topic: str, group: str) -> str:
