@@ -11,10 +11,11 @@ from polybus.testing import Ledger, RelayFaults, run_stream, unique_name, with_o
 
 SPAN = 4.0
 """Seconds the producers spread their sends over: the five cuts (one every 0.4 s) fall inside."""
-LEASE = {"sqs": {"visibility_timeout": 5}}
-"""SQS hides the messages of a receive whose reply a cut lost until their visibility timeout ends
-(30 s by default): a shorter one keeps the scenario short. The other brokers notice the lost
-connection and hand its deliveries back at once."""
+LEASE = {"sqs": {"visibility_timeout": 5}, "nats": {"ack_wait": 5}}
+"""SQS hides the messages of a receive whose reply a cut lost until their visibility timeout ends,
+JetStream redelivers what it sent to a pull request a cut lost after ``ack_wait`` (30 s by
+default both): a shorter lease keeps the scenario short (the consumers keep what they hold
+alive). The other brokers notice the lost connection and hand its deliveries back at once."""
 
 
 @pytest.mark.polybus(timeout=600)
