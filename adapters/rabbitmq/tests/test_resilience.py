@@ -84,3 +84,29 @@ async def test_connection_cut_during_10000_sends_loses_no_confirmed_message(
                 seen.add(d.id)
                 await d.ack()
     print(f"10,000 sends across a cut: {len(confirmed)} confirmed, {len(raised)} raised")
+
+
+async def test_a_send_on_a_half_open_connection_is_resent(polybus_url: str) -> None:
+    """The relay freezes the connection (open, silent): aiormq notices the missed heartbeats,
+    closes it and cancels the confirmations still awaited. The send is resent on a new
+    connection; it used to raise the bare CancelledError (found by the chaos suite's half-open
+    scenario)."""
+    from polybus.testing import RelayFaults, with_options
+
+    async with (
+        RelayFaults(polybus_url) as faults,
+        polybus.connect(with_options(faults.url, heartbeat=1)) as broker,
+    ):
+        topic = broker.topic(unique_name("half-open"))
+        async with topic.consumer(unique_name("g")) as consumer, topic.producer() as producer:
+            await producer.send(b"before")
+            await faults.freeze()
+            sending = asyncio.create_task(producer.send(b"during"))
+            await asyncio.sleep(0.5)  # the publish is out, its confirmation awaited
+            before = faults.relay.accepted
+            await asyncio.wait_for(sending, 30)
+            assert faults.relay.accepted > before and faults.relay.frozen  # reconnected by itself
+            await faults.thaw()
+            got = {d.body for d in await _drain(consumer, quiet=3)}
+        await topic.delete()
+    assert {b"before", b"during"} <= got

@@ -17,6 +17,7 @@ from polybus.testing._names import unique_name
 from polybus.testing._provision_local import NotStartable, free_port
 from polybus.testing._relay import TcpRelay
 from polybus.testing._stream import run_stream
+from polybus.testing._tansu_faults import TansuRelayFaults
 from polybus.testing._urls import with_options
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "LedgerReport",
     "NotStartable",
     "RelayFaults",
+    "TansuRelayFaults",
     "TcpRelay",
     "free_port",
     "run_stream",

@@ -4,8 +4,9 @@ A resilience case connects through ``injector.url`` and then drops every connect
 takes the broker away for a while (``stop()`` ... ``start()``). The default, :class:`RelayFaults`,
 puts a :class:`~polybus.testing.TcpRelay` in front of the URL's host and port; a broker whose
 clients do not stay behind a relay (Kafka clients connect to the addresses the cluster
-advertises) supplies its own injector through the ``polybus_faults`` fixture. Imports nothing
-from polybus but the relay.
+advertises) supplies its own injector through the ``polybus_faults`` fixture
+(:class:`~polybus.testing.TansuRelayFaults` does it for a private tansu). ``RelayFaults`` also
+makes connections half-open (``freeze()`` ... ``thaw()``). Imports nothing from polybus but the relay.
 """
 
 from __future__ import annotations
@@ -93,6 +94,16 @@ class RelayFaults:
 
     async def start(self) -> None:
         await self.relay.start()
+
+    async def freeze(self, *, new_connections: bool = False) -> None:
+        """Make every open connection half-open until ``thaw()``: open, but not a byte (nor a
+        close) passes. New connections flow, unless ``new_connections`` (then they are accepted
+        but frozen too). See :meth:`TcpRelay.freeze`."""
+        self.relay.freeze(new_connections=new_connections)
+
+    async def thaw(self) -> None:
+        """End a ``freeze()``: the bytes held are forwarded, in order, and traffic flows again."""
+        self.relay.thaw()
 
     def __repr__(self) -> str:
         return (

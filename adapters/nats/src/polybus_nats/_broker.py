@@ -132,6 +132,8 @@ class NatsBroker(Broker):
             "servers": s.servers,
             "name": s.name,
             "connect_timeout": s.connect_timeout,
+            "ping_interval": s.ping_interval,
+            "max_outstanding_pings": s.max_outstanding_pings,
             # the first connect tries each server twice; reconnecting later never gives up
             "allow_reconnect": False,
             "max_reconnect_attempts": 1,

@@ -47,6 +47,13 @@ class NatsSettings(TlsSettings):
     name: str = "polybus"
     """Connection name shown in the server's monitoring."""
     connect_timeout: float = pydantic.Field(default=5.0, gt=0)
+    ping_interval: float = pydantic.Field(default=10.0, gt=0)
+    """Seconds between the client's pings. A connection that answers none of
+    ``max_outstanding_pings`` pings in a row is dropped and reconnected: a half-open connection
+    (a silent peer, a dead NAT entry) is noticed within ``ping_interval * (max_outstanding_pings +
+    1)``, 30 s by default (nats-py's own default, 2 minutes times 3, would take up to 6 minutes)."""
+    max_outstanding_pings: int = pydantic.Field(default=2, ge=1)
+    """Unanswered pings that make the connection stale (see ``ping_interval``)."""
 
     # -- streams (topics) ---------------------------------------------------------------------
     stream_prefix: str = ""

@@ -80,7 +80,12 @@ class RabbitProducer(Producer):
                         continue
                     if isinstance(result, BaseException):
                         if isinstance(result, asyncio.CancelledError):
-                            raise result
+                            task = asyncio.current_task()
+                            if task is not None and task.cancelling():
+                                raise result  # we are cancelled
+                            # aiormq cancels the confirmations still awaited when its connection
+                            # closes (a missed heartbeat): the connection was lost, resend
+                            result = ConnectionError("the connection closed before the broker confirmed")
                         error = error or result
                         failed.append(message)
                     elif isinstance(result, spec.Basic.Nack):
