@@ -10,19 +10,22 @@ Run against any URL: ``pytest -p polybus.testing.plugin --pyargs polybus.testing
 --polybus-url=redis://localhost:6379``. This package may import pytest; the core must not import it.
 """
 
+from polybus.testing._broker_process import BrokerProcess
 from polybus.testing._faults import FaultInjector, RelayFaults
 from polybus.testing._ledger import Ledger, LedgerReport
 from polybus.testing._names import unique_name
-from polybus.testing._provision_local import free_port
+from polybus.testing._provision_local import NotStartable, free_port
 from polybus.testing._relay import TcpRelay
 from polybus.testing._stream import run_stream
 from polybus.testing._tansu_faults import TansuRelayFaults
 from polybus.testing._urls import with_options
 
 __all__ = [
+    "BrokerProcess",
     "FaultInjector",
     "Ledger",
     "LedgerReport",
+    "NotStartable",
     "RelayFaults",
     "TansuRelayFaults",
     "TcpRelay",

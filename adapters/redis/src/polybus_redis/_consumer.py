@@ -112,6 +112,9 @@ class RedisConsumer(Consumer):
                 out = await self._fetch_once(max_messages, deadline)
             except ConnectionLost as exc:
                 self._outage.failed(exc)
+                # Redis may have run a read whose reply the lost connection dropped: those entries
+                # are this consumer's pending ones, re-read them rather than wait for the reclaim
+                self._history = b"0-0"
                 out = []
             else:
                 self._outage.ended()
@@ -176,7 +179,8 @@ class RedisConsumer(Consumer):
     def _parse_history(self, replies: list[Reply]) -> list[Delivery]:
         ((last, entries),) = replies
         self._history = last or None
-        return [self._delivery(e[0], e[1], e[2]) for e in entries]
+        mine = {d.native for d in self.held()} | {d.native for d in self._kept} | set(self._unsent)
+        return [self._delivery(e[0], e[1], e[2]) for e in entries if e[0] not in mine]
 
     def _parse_claim(self, replies: list[Reply]) -> list[Delivery]:
         ((cursor, entries),) = replies
