@@ -129,3 +129,17 @@ def test_merged_deliveries_wake_wait_deliveries() -> None:
         assert await waiting
 
     asyncio.run(main())
+
+
+def test_wait_sent_times_a_fault_into_the_producers_stream() -> None:
+    async def main() -> None:
+        ledger = Ledger()
+        assert not await ledger.wait_sent(2, timeout=0.05)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.02, ledger.confirmed, ["a"])
+        loop.call_later(0.04, ledger.failed, ["b"])  # a failed send does not count
+        loop.call_later(0.06, ledger.confirmed, ["a", "c"])
+        assert await ledger.wait_sent(2, timeout=5)
+        assert ledger.sent_ids == {"a", "c"}
+
+    asyncio.run(main())

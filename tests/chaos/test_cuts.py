@@ -28,8 +28,8 @@ async def test_connection_cut_five_times(
     sent_at_last_cut: list[int] = []
 
     async def cut_five_times(ledger: Ledger) -> None:
-        for n in range(1, 6):  # spread over the stream: after each sixth of it
-            await ledger.wait_deliveries(n * messages // 6, timeout=60)
+        for n in range(1, 6):  # spread over the stream: after each sixth of it was confirmed
+            await ledger.wait_sent(n * messages // 6, timeout=60)
             ledger.fault("cut")
             await faults.cut()
         sent_at_last_cut.append(len(ledger.sent_ids))

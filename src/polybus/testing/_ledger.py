@@ -129,7 +129,7 @@ class Ledger:
         self._fault_times: list[tuple[float, str]] = []
         self._outstanding = 0
         self._done: asyncio.Event | None = None
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[str, int, asyncio.Future[None]]] = []  # (what, count, wakes)
 
     def __repr__(self) -> str:
         return f"<Ledger {self.report().summary()}>"
@@ -143,6 +143,8 @@ class Ledger:
                 self._confirmed.add(message_id)
                 if message_id not in self._counts:
                     self._outstanding += 1
+        if self._waiters:
+            self._wake()
 
     def failed(self, ids: str | Iterable[str]) -> None:
         """A send of these ids raised: the broker may or may not have them."""
@@ -155,12 +157,14 @@ class Ledger:
         if self._waiters:
             self._wake()
 
+    def _reached(self, what: str, count: int) -> bool:
+        return (len(self._confirmed) if what == "sent" else len(self._delivery_times)) >= count
+
     def _wake(self) -> None:
-        count = len(self._delivery_times)
-        for entry in [w for w in self._waiters if w[0] <= count]:
+        for entry in [w for w in self._waiters if self._reached(w[0], w[1])]:
             self._waiters.remove(entry)
-            if not entry[1].done():
-                entry[1].set_result(None)
+            if not entry[2].done():
+                entry[2].set_result(None)
 
     def _count(self, message_id: str, times: int, attempt: int) -> None:
         first = message_id not in self._counts
@@ -226,10 +230,17 @@ class Ledger:
 
     async def wait_deliveries(self, count: int, timeout: float | None = None) -> bool:
         """Wait until ``count`` deliveries were booked (to time a fault into the stream); True if so."""
-        if len(self._delivery_times) >= count:
+        return await self._wait("deliveries", count, timeout)
+
+    async def wait_sent(self, count: int, timeout: float | None = None) -> bool:
+        """Wait until ``count`` ids were confirmed (to fault the producers mid-stream); True if so."""
+        return await self._wait("sent", count, timeout)
+
+    async def _wait(self, what: str, count: int, timeout: float | None) -> bool:
+        if self._reached(what, count):
             return True
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (count, waiter)
+        entry = (what, count, waiter)
         self._waiters.append(entry)
         try:
             async with asyncio.timeout(timeout):
