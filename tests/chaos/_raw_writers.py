@@ -151,10 +151,12 @@ async def _nats(url: str, broker: polybus.Broker, topic: polybus.Topic, queue: A
         async def write(body: bytes, headers: dict[str, str | bytes]) -> bool:
             text = {k: _text(v).encode("utf-8", "replace").decode() for k, v in headers.items()}
             try:
-                await js.publish(subject, body, headers=text, timeout=5)
+                ack = await js.publish(subject, body, headers=text, timeout=5)
             except (nats.errors.Error, nats.js.errors.Error, ValueError, TypeError):
                 return False
-            return True
+            # a forged Nats-Msg-Id seen within the stream's duplicate window is dropped by JetStream
+            # (the dedup capability): acknowledged as a duplicate, never stored, so never delivered
+            return not ack.duplicate
 
         yield write
     finally:
