@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import pytest
 
 from polybus.testing import LedgerReport, RelayFaults, TansuRelayFaults
+from polybus.testing._tansu_faults import TANSU_FAST_GROUPS_QUERY  # a dead member's partitions move in 2 s
 from polybus.testing.plugin import broker_url, note
 
 BROKERS = ["memory", "redis", "rabbitmq", "kafka", "nats", "sqs"]
@@ -32,8 +33,6 @@ CI_SCALE = 0.1
 """The fraction of a full-size scenario that a plain test run (CI) runs."""
 BROKER_SCALE = {"sqs": 0.1}
 """A further fraction per broker: moto serves SQS at a fraction of the others' rate."""
-TANSU_FAST_GROUPS = "session_timeout_ms=2000&heartbeat_interval_ms=400&rebalance_timeout_ms=3000"
-"""Kafka group timings the tansu test broker accepts (a dead member's partitions move in 2 s)."""
 
 
 def scale() -> float:
@@ -55,7 +54,7 @@ def chaos_url(chaos_broker: str) -> str:
         return "memory://"
     url = broker_url(chaos_broker)
     if chaos_broker == "kafka" and "session_timeout_ms" not in url:
-        url += ("&" if "?" in url else "?") + TANSU_FAST_GROUPS
+        url += ("&" if "?" in url else "?") + TANSU_FAST_GROUPS_QUERY
     return url
 
 

@@ -16,12 +16,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from polybus_kafka import KafkaSettings
 
 from polybus.testing import FaultInjector, TansuRelayFaults
+from polybus.testing._tansu_faults import TANSU_FAST_GROUPS_QUERY
 from polybus.testing.contract import ContractConfig
 from polybus.testing.plugin import broker_url
 
 # tansu holds every JoinGroup for half the session timeout (Kafka: a fixed 3 s for a new group) and
-# accepts short sessions; Kafka refuses sessions under 6 s by default, so only tansu gets these.
-TANSU_FAST_GROUPS = "session_timeout_ms=2000&heartbeat_interval_ms=400&rebalance_timeout_ms=3000"
+# accepts short sessions (TANSU_FAST_GROUPS_QUERY); Kafka refuses sessions under 6 s by default, so
+# only tansu gets these.
 
 
 def _cluster_id(url: str) -> str | None:
@@ -45,7 +46,7 @@ def _cluster_id(url: str) -> str | None:
 def polybus_url() -> str:
     url = broker_url("kafka")
     if "session_timeout_ms" not in url and _cluster_id(url) == "tansu_cluster":
-        url += ("&" if "?" in url else "?") + TANSU_FAST_GROUPS
+        url += ("&" if "?" in url else "?") + TANSU_FAST_GROUPS_QUERY
     return url
 
 

@@ -41,10 +41,11 @@ from polybus.testing._provision_local import (
     start,
     stop,
 )
+from polybus.testing._tansu_faults import TANSU_FAST_GROUPS_QUERY
 
 __all__ = ["BrokerProcess"]
 
-KAFKA_FAST_GROUPS = "session_timeout_ms=2000&heartbeat_interval_ms=400&rebalance_timeout_ms=3000"
+KAFKA_FAST_GROUPS = TANSU_FAST_GROUPS_QUERY
 """Group timings tansu accepts: a dead member's partitions move in 2 s, not 45 s."""
 
 _UNSUPPORTED = {

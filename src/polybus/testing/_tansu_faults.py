@@ -26,11 +26,13 @@ from typing import Self
 from polybus.testing._faults import RelayFaults
 from polybus.testing._provision_local import free_port
 
-__all__ = ["TANSU_FAST_GROUPS", "TansuRelayFaults"]
+__all__ = ["TANSU_FAST_GROUPS", "TANSU_FAST_GROUPS_QUERY", "TansuRelayFaults"]
 
 TANSU_FAST_GROUPS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 400, "rebalance_timeout_ms": 3000}
 """Kafka group timings tansu accepts (a dead member's partitions move in 2 s); Kafka itself refuses
 sessions under 6 s by default."""
+TANSU_FAST_GROUPS_QUERY = urllib.parse.urlencode(TANSU_FAST_GROUPS)
+"""The same, as URL query options (``session_timeout_ms=2000&...``)."""
 DEFAULT_OPTIONS = {"request_timeout_ms": 4000, **TANSU_FAST_GROUPS}
 """Options of ``url`` by default: requests give up after 4 s (not 30 s), so that a send into an
 outage raises in test time, and the fast group timings."""
